@@ -1,0 +1,85 @@
+//! Small helpers shared by the programs: counters, ids, time, ring-buffer output.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
+};
+use sonde_proto::{Counter, EventHeader, EventKind};
+
+use crate::{
+    WAKEUP_BYTES, global,
+    maps::{CONN_IDS, COUNTERS, EVENTS},
+};
+
+/// Adds `n` to a per-CPU counter.
+#[inline(always)]
+pub fn count(c: Counter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: `p` points at this CPU's slot; programs on one CPU do not run concurrently.
+        unsafe { *p += n };
+    }
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn cpu() -> u32 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_get_smp_processor_id() }
+}
+
+/// A connection id unique among all CPUs: CPU number in the top 12 bits, a per-CPU sequence
+/// number below.
+#[inline(always)]
+pub fn next_conn_id() -> u64 {
+    let cpu = cpu() as u64;
+    let seq = match CONN_IDS.get_ptr_mut(0) {
+        Some(p) => {
+            // SAFETY: this CPU's slot; no concurrent writer on the same CPU.
+            unsafe {
+                *p += 1;
+                *p
+            }
+        }
+        None => 0,
+    };
+    (cpu << 52) | (seq & ((1 << 52) - 1))
+}
+
+#[inline(always)]
+pub fn header(kind: EventKind, pid_tgid: u64, enter_ns: u64, exit_ns: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        cpu: cpu(),
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        enter_ns,
+        exit_ns,
+    }
+}
+
+/// Wake the agent only when enough data is pending; otherwise its periodic poll collects it.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= global(&WAKEUP_BYTES) as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// Writes a fixed-size record; counts it if the ring buffer is full.
+#[inline(always)]
+pub fn emit<T: 'static>(record: &T) -> bool {
+    match EVENTS.output::<T>(record, wakeup_flags()) {
+        Ok(()) => true,
+        Err(_) => {
+            count(Counter::RingbufFull, 1);
+            false
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The live capture pipeline: kernel programs → ring buffer → typed events → reassembled
+//! streams handed to a [`StreamSink`].
+//!
+//! [`Capture::spawn`] runs it on a thread of its own (with a single-threaded tokio runtime) until
+//! stopped, which is what `sonde run` and the privileged tests use.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use tokio::sync::oneshot;
+
+use crate::{
+    clock::monotonic_ns,
+    conn::{ConnStats, ConnTracker, Limits, StreamSink},
+    events::{DecodeErrors, EventSource, RingBufSource},
+    probes::{KernelCounters, ProbeConfig, ProbeError, Probes},
+    procfs::Procfs,
+};
+
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    pub probes: ProbeConfig,
+    pub limits: Limits,
+    /// Longest time an event waits in the ring buffer on a quiet host.
+    pub poll_interval: Duration,
+    /// How often reorder windows and idle connections are checked.
+    pub tick_interval: Duration,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            probes: ProbeConfig::default(),
+            limits: Limits::default(),
+            poll_interval: Duration::from_millis(20),
+            tick_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Totals at the end of a capture (or at any time).
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub kernel: KernelCounters,
+    pub conns: ConnStats,
+    pub decode_errors: DecodeErrors,
+    pub records: u64,
+    pub conns_tracked: usize,
+}
+
+impl Summary {
+    /// Human-readable totals, one `name value` pair per line.
+    pub fn lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .kernel
+            .0
+            .iter()
+            .map(|(k, n)| format!("kernel.{k} {n}"))
+            .collect();
+        let c = &self.conns;
+        for (k, n) in [
+            ("conns.opened", c.opened),
+            ("conns.discovered", c.discovered),
+            ("conns.closed", c.closed),
+            ("conns.evicted_idle", c.evicted_idle),
+            ("conns.evicted_limit", c.evicted_limit),
+            ("conns.ended_by_process_exit", c.ended_by_exit),
+            ("conns.open_record_missing", c.open_missing),
+            ("conns.roles_inferred", c.roles_inferred),
+            ("stream.gap_not_captured_bytes", c.gap_not_captured_bytes),
+            ("stream.gap_unreadable_bytes", c.gap_unreadable_bytes),
+            ("stream.gap_lost_bytes", c.gap_lost_bytes),
+            ("stream.gaps_lost", c.gaps_lost),
+            ("stream.reordered", c.reordered),
+            ("stream.resequenced", c.resequenced),
+            ("stream.reorder_overflows", c.pending_overflows),
+            ("events.records", self.records),
+            ("events.decode_errors", self.decode_errors.total()),
+            ("conns.tracked_now", self.conns_tracked as u64),
+        ] {
+            v.push(format!("{k} {n}"));
+        }
+        v
+    }
+}
+
+/// A running capture on its own thread.
+pub struct CaptureHandle<S> {
+    stop: Option<oneshot::Sender<()>>,
+    ready: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<Result<(S, Summary), CaptureError>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Probes(#[from] Box<ProbeError>),
+    #[error("reading the ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the capture thread panicked")]
+    Panicked,
+    #[error("the ring buffer was already taken")]
+    NoRing,
+}
+
+impl<S: StreamSink + Send + 'static> CaptureHandle<S> {
+    /// Whether the programs are attached (events from now on are seen).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Blocks until the programs are attached, or the capture failed to start.
+    pub fn wait_ready(&mut self) -> Result<(), CaptureError> {
+        while !self.is_ready() {
+            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                return match self.thread.take().map(thread::JoinHandle::join) {
+                    Some(Ok(Err(e))) => Err(e),
+                    _ => Err(CaptureError::Panicked),
+                };
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Stops the capture after draining what the kernel already wrote, and returns the sink.
+    pub fn stop(mut self) -> Result<(S, Summary), CaptureError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take().map(thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => Err(CaptureError::Panicked),
+        }
+    }
+}
+
+pub struct Capture;
+
+impl Capture {
+    /// Loads the programs and runs the pipeline on a new thread, feeding `sink`.
+    pub fn spawn<S: StreamSink + Send + 'static>(
+        config: CaptureConfig,
+        sink: S,
+    ) -> CaptureHandle<S> {
+        let (tx, rx) = oneshot::channel();
+        let ready = Arc::new(AtomicBool::new(false));
+        let ready2 = ready.clone();
+        let thread = thread::Builder::new()
+            .name("sonde-capture".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(run(config, sink, rx, ready2))
+            })
+            .expect("spawning the capture thread");
+        CaptureHandle {
+            stop: Some(tx),
+            ready,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// The pipeline loop: events until `stop` fires, then a final drain.
+pub async fn run<S: StreamSink>(
+    config: CaptureConfig,
+    mut sink: S,
+    mut stop: oneshot::Receiver<()>,
+    ready: Arc<AtomicBool>,
+) -> Result<(S, Summary), CaptureError> {
+    let mut probes = Probes::load(&config.probes).map_err(Box::new)?;
+    let ring = probes.take_events().ok_or(CaptureError::NoRing)?;
+    let mut source = RingBufSource::new(ring, config.poll_interval)?;
+    let procfs = Procfs::default();
+    let mut tracker = ConnTracker::new(
+        config.limits.clone(),
+        Box::new(move |c| match c.local {
+            Some(local) => procfs.role_of(c.pid, local),
+            None => sonde_proto::Role::Unknown,
+        }),
+    );
+    let mut errors = DecodeErrors::default();
+    let mut batch = Vec::with_capacity(4096);
+    let mut tick = tokio::time::interval(config.tick_interval);
+    ready.store(true, Ordering::Release);
+    tracing::info!(
+        "kernel programs attached in {:?}; capturing {} bytes per syscall",
+        probes.load_time,
+        config.probes.capture_bytes
+    );
+    loop {
+        tokio::select! {
+            r = source.next_batch(&mut batch, &mut errors) => {
+                r?;
+                for ev in batch.drain(..) {
+                    if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
+                        probes.forget_process(pid, fds);
+                    }
+                }
+            }
+            _ = tick.tick() => tracker.tick(monotonic_ns(), &mut sink),
+            _ = &mut stop => break,
+        }
+    }
+    // Whatever the kernel wrote before the stop is still delivered: wait one poll interval
+    // for in-flight records, then drain.
+    tokio::time::sleep(config.poll_interval).await;
+    loop {
+        let drained = tokio::time::timeout(
+            Duration::from_millis(1),
+            source.next_batch(&mut batch, &mut errors),
+        )
+        .await;
+        if batch.is_empty() {
+            break;
+        }
+        for ev in batch.drain(..) {
+            if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
+                probes.forget_process(pid, fds);
+            }
+        }
+        if drained.is_err() {
+            break;
+        }
+    }
+    let summary = Summary {
+        kernel: probes.counters(),
+        conns: tracker.stats.clone(),
+        decode_errors: errors,
+        records: source.records,
+        conns_tracked: tracker.len(),
+    };
+    tracker.shutdown(monotonic_ns(), &mut sink);
+    Ok((sink, summary))
+}

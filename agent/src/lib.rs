@@ -1,0 +1,16 @@
+//! sonde: a zero-code distributed-tracing agent.
+//!
+//! Pipeline stages, one module each (see `docs/` and DESIGN.md): `probes` (kernel programs),
+//! `events` (typed kernel records), `conn` (per-connection reassembly), then protocol parsing,
+//! spans and export. `capture` runs the live pipeline; `cli` is the command line.
+
+pub mod capture;
+pub mod cgroup;
+pub mod cli;
+pub mod clock;
+pub mod conn;
+pub mod debug_view;
+pub mod doctor;
+pub mod events;
+pub mod probes;
+pub mod procfs;

@@ -1,0 +1,414 @@
+//! Loading and attaching the kernel programs, and the maps the agent writes.
+//!
+//! The only module that imports `aya::programs`. [`Probes::load`] resolves kernel offsets,
+//! loads the object built by `build.rs` with the load-time globals, fills the filter maps (sonde
+//! itself is never traced) and attaches every tracepoint. Dropping [`Probes`] detaches them all;
+//! if the agent dies, the kernel releases them with its file descriptors.
+
+pub mod offsets;
+pub mod support;
+pub mod tracefs;
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use sonde_proto::{
+    COUNTER_SLOTS, ConnKey, Counter, Decision, FilterConfig, KernelOffsets, MAX_CAPTURE,
+    PROC_FLAG_INHERIT, ProcState, globals, maps,
+};
+
+use self::{
+    offsets::{KernelBtf, OffsetsError, VMLINUX_BTF},
+    tracefs::{TraceFs, TracefsError},
+};
+
+/// The kernel object compiled by `build.rs` (empty when built with `SONDE_SKIP_EBPF=1`).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde"));
+
+/// Every tracepoint program: (program name, category, tracepoint).
+pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("syscalls_enter_read", "syscalls", "sys_enter_read"),
+    ("syscalls_exit_read", "syscalls", "sys_exit_read"),
+    ("syscalls_enter_readv", "syscalls", "sys_enter_readv"),
+    ("syscalls_exit_readv", "syscalls", "sys_exit_readv"),
+    ("syscalls_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+    ("syscalls_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+    ("syscalls_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+    ("syscalls_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+    ("syscalls_enter_write", "syscalls", "sys_enter_write"),
+    ("syscalls_exit_write", "syscalls", "sys_exit_write"),
+    ("syscalls_enter_writev", "syscalls", "sys_enter_writev"),
+    ("syscalls_exit_writev", "syscalls", "sys_exit_writev"),
+    ("syscalls_enter_sendto", "syscalls", "sys_enter_sendto"),
+    ("syscalls_exit_sendto", "syscalls", "sys_exit_sendto"),
+    ("syscalls_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+    ("syscalls_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+    (
+        "syscalls_enter_sendfile64",
+        "syscalls",
+        "sys_enter_sendfile64",
+    ),
+    (
+        "syscalls_exit_sendfile64",
+        "syscalls",
+        "sys_exit_sendfile64",
+    ),
+    ("syscalls_enter_connect", "syscalls", "sys_enter_connect"),
+    ("syscalls_exit_connect", "syscalls", "sys_exit_connect"),
+    ("syscalls_enter_accept", "syscalls", "sys_enter_accept"),
+    ("syscalls_exit_accept", "syscalls", "sys_exit_accept"),
+    ("syscalls_enter_accept4", "syscalls", "sys_enter_accept4"),
+    ("syscalls_exit_accept4", "syscalls", "sys_exit_accept4"),
+    ("syscalls_enter_close", "syscalls", "sys_enter_close"),
+    (
+        "syscalls_enter_close_range",
+        "syscalls",
+        "sys_enter_close_range",
+    ),
+    ("syscalls_enter_dup2", "syscalls", "sys_enter_dup2"),
+    ("syscalls_enter_dup3", "syscalls", "sys_enter_dup3"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sched_process_fork", "sched", "sched_process_fork"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "this sonde was built without its kernel programs (SONDE_SKIP_EBPF=1); rebuild after \
+         `cargo xtask setup`"
+    )]
+    NoObject,
+    #[error(
+        "capture size {0} is above the maximum {MAX_CAPTURE}; choose --capture-bytes <= {MAX_CAPTURE}"
+    )]
+    CaptureTooLarge(u32),
+    #[error(
+        "ring buffer size {0} must be a power of two and a multiple of the page size \
+         (e.g. 16777216 for 16 MiB); fix --ring-buffer-bytes"
+    )]
+    RingSize(u32),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error(transparent)]
+    Offsets(#[from] OffsetsError),
+    #[error(
+        "loading the kernel programs failed: {0}; are you root (CAP_BPF, CAP_PERFMON, \
+         CAP_SYS_ADMIN)? `sonde doctor` checks every requirement"
+    )]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("kernel program {name} is missing from the object; the build is inconsistent")]
+    MissingProgram { name: &'static str },
+    #[error(
+        "cannot load program {name} (verifier or permissions): {source}; `sonde doctor` \
+         says what this kernel allows"
+    )]
+    ProgramLoad {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("cannot attach {category}:{tracepoint}: {source}; is tracefs mounted at {root}?")]
+    Attach {
+        category: &'static str,
+        tracepoint: &'static str,
+        root: String,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("map {0} is missing from the object; the build is inconsistent")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}
+
+/// Which processes are traced, before any runtime change.
+#[derive(Clone, Debug)]
+pub struct FilterSpec {
+    /// Decision for processes with no process or cgroup decision.
+    pub default: Decision,
+    /// Per-process decisions (inherited by children forked afterwards).
+    pub pids: Vec<(u32, Decision)>,
+    /// Per-cgroup decisions, by cgroup v2 id.
+    pub cgroups: Vec<(u64, Decision)>,
+}
+
+impl Default for FilterSpec {
+    /// Every process but sonde itself.
+    fn default() -> Self {
+        Self {
+            default: Decision::Trace,
+            pids: Vec::new(),
+            cgroups: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// Bytes captured per syscall.
+    pub capture_bytes: u32,
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_buffer_bytes: u32,
+    /// Pending bytes before the kernel wakes the agent.
+    pub wakeup_bytes: u32,
+    pub filter: FilterSpec,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            capture_bytes: sonde_proto::DEFAULT_CAPTURE,
+            ring_buffer_bytes: 16 * 1024 * 1024,
+            wakeup_bytes: 256 * 1024,
+            filter: FilterSpec::default(),
+        }
+    }
+}
+
+/// Kernel-side counters summed over CPUs, by [`Counter`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters(pub BTreeMap<&'static str, u64>);
+
+impl KernelCounters {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0.get(c.name()).copied().unwrap_or(0)
+    }
+}
+
+/// Loaded and attached kernel programs, with handles on the maps the agent writes.
+pub struct Probes {
+    ebpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    counters: PerCpuArray<MapData, u64>,
+    procs: HashMap<MapData, u32, ProcState>,
+    cgroups: HashMap<MapData, u64, u32>,
+    filter: Array<MapData, FilterConfig>,
+    conns: HashMap<MapData, ConnKey, sonde_proto::ConnState>,
+    pub offsets: KernelOffsets,
+    pub load_time: Duration,
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+    T::try_from(map).map_err(|e| ProbeError::Map {
+        name,
+        source: Box::new(e),
+    })
+}
+
+impl Probes {
+    /// Loads, configures and attaches everything. Needs root (or CAP_BPF + CAP_PERFMON).
+    pub fn load(config: &ProbeConfig) -> Result<Self, ProbeError> {
+        let started = Instant::now();
+        if EBPF_OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        if config.capture_bytes as usize > MAX_CAPTURE {
+            return Err(ProbeError::CaptureTooLarge(config.capture_bytes));
+        }
+        let page = page_size();
+        if !config.ring_buffer_bytes.is_power_of_two()
+            || !config.ring_buffer_bytes.is_multiple_of(page)
+        {
+            return Err(ProbeError::RingSize(config.ring_buffer_bytes));
+        }
+        raise_memlock_limit();
+        let tracefs = TraceFs::find_or_mount()?;
+        let btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
+        let offsets = offsets::resolve(&btf, &tracefs)?;
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::CAPTURE_BYTES, &config.capture_bytes, true)
+            .override_global(globals::WAKEUP_BYTES, &config.wakeup_bytes, true)
+            .override_global(globals::OFFSETS, &offsets, true)
+            .map_max_entries(maps::EVENTS, config.ring_buffer_bytes)
+            .map_max_entries(maps::SCRATCH, possible_cpus())
+            .load(EBPF_OBJECT)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+
+        let mut probes = Self {
+            events: Some(take(&mut ebpf, maps::EVENTS)?),
+            counters: take(&mut ebpf, maps::COUNTERS)?,
+            procs: take(&mut ebpf, maps::PROCS)?,
+            cgroups: take(&mut ebpf, maps::CGROUPS)?,
+            filter: take(&mut ebpf, maps::FILTER)?,
+            conns: take(&mut ebpf, maps::CONNS)?,
+            ebpf,
+            offsets,
+            load_time: Duration::ZERO,
+        };
+
+        // The traced set is in place before the first program runs; sonde never traces itself.
+        probes.set_process(std::process::id(), Decision::Ignore, false)?;
+        for &(pid, d) in &config.filter.pids {
+            probes.set_process(pid, d, true)?;
+        }
+        for &(id, d) in &config.filter.cgroups {
+            probes.set_cgroup(id, d)?;
+        }
+        probes.set_default(config.filter.default)?;
+
+        for &(name, category, tracepoint) in TRACEPOINTS {
+            let prog: &mut TracePoint = probes
+                .ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram { name })?
+                .try_into()
+                .map_err(|e| ProbeError::ProgramLoad {
+                    name,
+                    source: Box::new(e),
+                })?;
+            prog.load().map_err(|e| ProbeError::ProgramLoad {
+                name,
+                source: Box::new(e),
+            })?;
+            prog.attach(category, tracepoint)
+                .map_err(|e| ProbeError::Attach {
+                    category,
+                    tracepoint,
+                    root: tracefs.root().display().to_string(),
+                    source: Box::new(e),
+                })?;
+        }
+        probes.load_time = started.elapsed();
+        Ok(probes)
+    }
+
+    /// The event ring buffer; can be taken once (by the `events` module).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Sets the decision for one process (and, with `inherit`, for the children it forks from
+    /// now on), keeping its fd epoch moving forward.
+    pub fn set_process(
+        &mut self,
+        pid: u32,
+        decision: Decision,
+        inherit: bool,
+    ) -> Result<(), ProbeError> {
+        let epoch = self.procs.get(&pid, 0).map(|p| p.fd_epoch).unwrap_or(0);
+        let state = ProcState {
+            decision: decision as u32,
+            // Moving the epoch makes the kernel re-check cached fds, so a concurrent kernel
+            // bump lost to this write is never a problem.
+            fd_epoch: epoch.wrapping_add(1),
+            flags: if inherit { PROC_FLAG_INHERIT } else { 0 },
+            _pad: 0,
+        };
+        self.procs
+            .insert(pid, state, 0)
+            .map_err(|e| ProbeError::Map {
+                name: maps::PROCS,
+                source: Box::new(e),
+            })
+    }
+
+    pub fn set_cgroup(&mut self, cgroup_id: u64, decision: Decision) -> Result<(), ProbeError> {
+        let r = if decision == Decision::Unset {
+            match self.cgroups.remove(&cgroup_id) {
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                r => r,
+            }
+        } else {
+            self.cgroups.insert(cgroup_id, decision as u32, 0)
+        };
+        r.map_err(|e| ProbeError::Map {
+            name: maps::CGROUPS,
+            source: Box::new(e),
+        })
+    }
+
+    pub fn set_default(&mut self, decision: Decision) -> Result<(), ProbeError> {
+        let cfg = FilterConfig {
+            default_decision: decision as u32,
+            _pad: 0,
+        };
+        self.filter.set(0, cfg, 0).map_err(|e| ProbeError::Map {
+            name: maps::FILTER,
+            source: Box::new(e),
+        })
+    }
+
+    /// Drops the kernel's connection entries of an exited process.
+    pub fn forget_process(&mut self, pid: u32, fds: impl IntoIterator<Item = u32>) {
+        for fd in fds {
+            let _ = self.conns.remove(&ConnKey { tgid: pid, fd });
+        }
+    }
+
+    /// Number of entries in the kernel's connection table (walks the map: for tests and
+    /// summaries, not hot paths).
+    pub fn kernel_conn_count(&self) -> usize {
+        self.conns.keys().filter(Result::is_ok).count()
+    }
+
+    /// Reads every counter, summed over CPUs.
+    pub fn counters(&self) -> KernelCounters {
+        let mut out = BTreeMap::new();
+        for c in Counter::ALL {
+            debug_assert!((c as u32) < COUNTER_SLOTS);
+            let v = self
+                .counters
+                .get(&(c as u32), 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0);
+            out.insert(c.name(), v);
+        }
+        KernelCounters(out)
+    }
+
+    /// Kernel run time and run count of every program (needs `kernel.bpf_stats_enabled`).
+    pub fn program_stats(&self) -> Vec<(String, Duration, u64)> {
+        let mut out = Vec::new();
+        for (name, prog) in self.ebpf.programs() {
+            if let Ok(info) = prog.info() {
+                out.push((name.to_owned(), info.run_time(), info.run_count()));
+            }
+        }
+        out
+    }
+}
+
+/// Number of possible CPUs (the highest CPU number + 1), for per-CPU slots.
+fn possible_cpus() -> u32 {
+    aya::util::nr_cpus().map_or(256, |n| n as u32)
+}
+
+fn page_size() -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if v > 0 { v as u32 } else { 4096 }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so large maps load there too.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid pointer to an initialised rlimit.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if rc != 0 {
+        tracing::debug!(
+            "could not raise RLIMIT_MEMLOCK: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}

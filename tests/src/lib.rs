@@ -1,0 +1,349 @@
+//! Harness for sonde's privileged tests: a cgroup per test so that each test traces only the
+//! processes it starts, real peers started inside it, and a capture that collects streams.
+//!
+//! These tests load real kernel programs: they need root and the kernel programs built by
+//! `agent/build.rs`. `cargo xtask test` runs them; run as another user, they fail and say why.
+
+use std::{
+    ffi::CString,
+    fs,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::{ffi::OsStringExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use sonde::{
+    capture::{Capture, CaptureConfig, CaptureHandle, Summary},
+    conn::{CollectSink, Collected},
+    probes::{FilterSpec, ProbeConfig},
+};
+use sonde_proto::{Decision, Direction, Role};
+
+/// Fails the test with a clear message unless it can load kernel programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "privileged tests load eBPF programs and need root: run `cargo xtask test` as root"
+    );
+}
+
+/// Directory of the Python and other peer programs.
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+pub fn python() -> String {
+    std::env::var("SONDE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// A cgroup v2 made for one test; processes spawned through it are traced, others are not.
+pub struct TestCgroup {
+    pub path: PathBuf,
+    pub id: u64,
+    children: Vec<Child>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        require_root();
+        let root = sonde::cgroup::v2_mount().expect("a cgroup v2 hierarchy must be mounted");
+        let path = root.join(format!(
+            "sonde-test-{}-{}-{name}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        let id = sonde::cgroup::id_of(&path).expect("cgroup id");
+        Self {
+            path,
+            id,
+            children: Vec::new(),
+        }
+    }
+
+    /// Configures `cmd` to start inside this cgroup (moved there before exec, so every
+    /// syscall of the program itself is in it).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let procs = CString::new(self.path.join("cgroup.procs").into_os_string().into_vec())
+            .expect("cgroup path without NUL");
+        // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+        // (open, write, close) on a string prepared before the fork; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Starts `cmd` (made by [`Self::command`]) and keeps it to kill at drop.
+    pub fn spawn(&mut self, mut cmd: Command) -> &mut Child {
+        let child = cmd.spawn().expect("spawn peer");
+        self.children.push(child);
+        self.children.last_mut().unwrap()
+    }
+
+    /// Runs `cmd` to completion inside the cgroup; returns stdout; panics on failure.
+    pub fn run(&self, mut cmd: Command) -> Vec<u8> {
+        let out = cmd.stderr(Stdio::inherit()).output().expect("run peer");
+        assert!(out.status.success(), "{cmd:?} failed: {}", out.status);
+        out.stdout
+    }
+
+    /// Capture configuration tracing this cgroup only.
+    pub fn capture_config(&self) -> CaptureConfig {
+        CaptureConfig {
+            probes: ProbeConfig {
+                filter: FilterSpec {
+                    default: Decision::Ignore,
+                    pids: Vec::new(),
+                    cgroups: vec![(self.id, Decision::Trace)],
+                },
+                ..ProbeConfig::default()
+            },
+            ..CaptureConfig::default()
+        }
+    }
+
+    /// Starts a capture of this cgroup and waits until the programs are attached.
+    pub fn capture(&self) -> Recording {
+        self.capture_with(self.capture_config())
+    }
+
+    pub fn capture_with(&self, config: CaptureConfig) -> Recording {
+        let mut handle = Capture::spawn(config, CollectSink::default());
+        handle.wait_ready().expect("capture starts");
+        Recording { handle }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Processes that are still in the cgroup (grandchildren) are killed too.
+        let _ = fs::write(self.path.join("cgroup.kill"), b"1");
+        for _ in 0..100 {
+            if fs::remove_dir(&self.path).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A running capture.
+pub struct Recording {
+    handle: CaptureHandle<CollectSink>,
+}
+
+impl Recording {
+    /// Stops, drains and returns what was captured.
+    pub fn finish(self) -> Captured {
+        let (sink, summary) = self.handle.stop().expect("capture stops cleanly");
+        Captured { sink, summary }
+    }
+}
+
+pub struct Captured {
+    pub sink: CollectSink,
+    pub summary: Summary,
+}
+
+impl Captured {
+    pub fn conns(&self) -> impl Iterator<Item = &Collected> {
+        self.sink
+            .order
+            .iter()
+            .filter_map(|id| self.sink.conns.get(id))
+    }
+
+    /// Connections whose remote or local port is `port`.
+    pub fn with_port(&self, port: u16) -> Vec<&Collected> {
+        self.conns()
+            .filter(|c| {
+                c.info.local.is_some_and(|a| a.port() == port)
+                    || c.info.remote.is_some_and(|a| a.port() == port)
+            })
+            .collect()
+    }
+
+    /// The one connection of `role` with `port` on either end.
+    pub fn one(&self, role: Role, port: u16) -> &Collected {
+        let v: Vec<_> = self
+            .with_port(port)
+            .into_iter()
+            .filter(|c| c.info.role == role)
+            .collect();
+        assert_eq!(
+            v.len(),
+            1,
+            "expected one {role:?} connection on port {port}, got {:#?}",
+            self.describe()
+        );
+        v[0]
+    }
+
+    /// A readable list of what was captured, for assertion messages.
+    pub fn describe(&self) -> Vec<String> {
+        self.conns()
+            .map(|c| {
+                format!(
+                    "{:#x} pid={} fd={} {:?} {:?} {:?}->{:?} out={:?} in={:?} end={:?}",
+                    c.info.id,
+                    c.info.pid,
+                    c.info.fd,
+                    c.info.role,
+                    c.info.source,
+                    c.info.local,
+                    c.info.remote,
+                    String::from_utf8_lossy(&c.stream(Direction::Egress))
+                        .chars()
+                        .take(60)
+                        .collect::<String>(),
+                    String::from_utf8_lossy(&c.stream(Direction::Ingress))
+                        .chars()
+                        .take(60)
+                        .collect::<String>(),
+                    c.end
+                )
+            })
+            .collect()
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// A child whose stdout lines are read one by one (for scripts that report their steps).
+pub struct Lines {
+    reader: BufReader<ChildStdout>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Lines {
+    pub fn of(child: &mut Child) -> Self {
+        Self {
+            reader: BufReader::new(child.stdout.take().expect("stdout piped")),
+            stdin: child.stdin.take(),
+        }
+    }
+
+    pub fn next_line(&mut self) -> String {
+        let mut s = String::new();
+        self.reader.read_line(&mut s).expect("read peer output");
+        assert!(!s.is_empty(), "peer exited early");
+        s.trim_end().to_owned()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin piped");
+        stdin
+            .write_all(line.as_bytes())
+            .and_then(|_| stdin.write_all(b"\n"))
+            .expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    pub fn rest(mut self) -> String {
+        let mut s = String::new();
+        let _ = self.reader.read_to_string(&mut s);
+        s
+    }
+}
+
+/// Hex decoding for peers that print bytes as hex.
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Asserts two byte strings are equal; on failure shows lengths and the first difference only.
+#[track_caller]
+pub fn assert_bytes_eq(actual: &[u8], expected: &[u8], what: &str) {
+    if actual == expected {
+        return;
+    }
+    let at = actual
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(actual.len().min(expected.len()));
+    let window = |b: &[u8]| {
+        let end = (at + 40).min(b.len());
+        String::from_utf8_lossy(&b[at.saturating_sub(20).min(end)..end]).into_owned()
+    };
+    panic!(
+        "{what}: {} bytes captured, {} expected; first difference at {at}: captured {:?} expected {:?}",
+        actual.len(),
+        expected.len(),
+        window(actual),
+        window(expected)
+    );
+}
+
+/// Asserts that `chunks` cover exactly `expected`: every data chunk equals the real bytes at its
+/// offset, every gap is bytes that were not captured, and together they span the whole stream.
+#[track_caller]
+pub fn assert_chunks_cover(chunks: &[sonde::conn::Chunk], expected: &[u8], what: &str) {
+    use sonde::conn::{Chunk, GapReason};
+    let mut pos = 0u64;
+    for ch in chunks {
+        assert_eq!(ch.seq(), pos, "{what}: chunks are contiguous");
+        match ch {
+            Chunk::Data { bytes, .. } => {
+                let start = pos as usize;
+                assert!(
+                    start + bytes.len() <= expected.len(),
+                    "{what}: data past the end"
+                );
+                assert_bytes_eq(bytes, &expected[start..start + bytes.len()], what);
+            }
+            Chunk::Gap { reason, .. } => assert_eq!(*reason, GapReason::NotCaptured, "{what}"),
+        }
+        pos += ch.len();
+    }
+    assert_eq!(
+        pos,
+        expected.len() as u64,
+        "{what}: chunks cover the stream"
+    );
+}

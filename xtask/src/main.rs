@@ -1,0 +1,138 @@
+//! Project tasks: `cargo xtask <setup|test|run|doctor>`.
+//!
+//! Everything a fresh machine needs is installed by `setup`, idempotently; the other tasks call
+//! it first, so the README's two commands work on a machine that has nothing but Rust.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "sonde's project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and the tests need (Debian packages, rust-src, bpf-linker, test
+    /// peers) and mount tracefs; quick when everything is there.
+    Setup,
+    /// Set up, then run every check and test: fmt, clippy, unit tests, privileged tests.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build sonde (release) and run it; arguments go to `sonde` (default: `run`).
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build sonde and run `sonde doctor`.
+    Doctor,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with its name if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    cmd.current_dir(workspace_root());
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build_sonde() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--locked", "-p", "sonde"]))?;
+    Ok(workspace_root().join("target/release/sonde"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.task {
+        Task::Setup => setup::setup().map(|_| ()),
+        Task::Test { no_lint, args } => test(no_lint, &args),
+        Task::Run { args } => setup::setup().and_then(|_| {
+            let sonde = build_sonde()?;
+            let args = if args.is_empty() {
+                vec!["run".to_string()]
+            } else {
+                args
+            };
+            run(Command::new(sonde).args(&args))
+        }),
+        Task::Doctor => setup::setup().and_then(|_| {
+            let sonde = build_sonde()?;
+            run(Command::new(sonde).arg("doctor"))
+        }),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn test(no_lint: bool, extra: &[String]) -> Result<()> {
+    let started = Instant::now();
+    setup::setup()?;
+    if !no_lint {
+        step("cargo fmt --check");
+        run(cargo().args(["fmt", "--all", "--check"]))?;
+        step("cargo clippy");
+        // The default members: every host crate (agent-ebpf only builds for the BPF target).
+        run(cargo().args([
+            "clippy",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    // Privileged tests load kernel programs: they need root, which CI and our machines have.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the test suite loads eBPF programs and must run as root");
+    }
+    step("cargo test (unit and privileged tests)");
+    let mut cmd = cargo();
+    cmd.args(["test", "--locked"]);
+    if !extra.is_empty() {
+        cmd.arg("--").args(extra);
+    }
+    run(&mut cmd)?;
+    eprintln!("xtask: all tests passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+pub fn step(what: &str) {
+    eprintln!("\nxtask: ==> {what}");
+}

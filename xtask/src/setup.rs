@@ -1,0 +1,171 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks, and says what it installs.
+//!
+//! Each step checks first and acts only when something is missing, so a second run takes
+//! seconds. The lists here are the single source of truth for the project's system needs.
+
+use std::{
+    fs,
+    path::Path,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{run, workspace_root};
+
+/// Debian packages: the bpf-linker build (LLVM 22) and the real peers the tests use.
+const DEBIAN_PACKAGES: &[&str] = &[
+    // bpf-linker 0.13 against Debian's LLVM 22
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    // test peers and tools
+    "curl",
+    "nginx-light",
+    "wrk",
+    "nghttp2-client",
+    "iproute2",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The eBPF toolchain name and its date, from `[workspace.metadata.sonde]`.
+pub fn ebpf_toolchain() -> Result<(String, String)> {
+    let manifest = fs::read_to_string(workspace_root().join("Cargo.toml"))?;
+    let get = |key: &str| -> Result<String> {
+        manifest
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+            })
+            .with_context(|| format!("[workspace.metadata.sonde] {key} missing in Cargo.toml"))
+    };
+    Ok((get("ebpf-toolchain")?, get("ebpf-toolchain-date")?))
+}
+
+fn output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stderr(Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", p]))
+                .is_none_or(|s| s.trim() != "installed")
+        })
+        .collect()
+}
+
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    eprintln!("setup: installing Debian packages: {}", pkgs.join(" "));
+    // Keep package scripts from starting services (nginx would listen on port 80).
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let had_policy = policy.exists();
+    if !had_policy {
+        fs::write(policy, "#!/bin/sh\nexit 101\n")?;
+        run(Command::new("chmod").args(["755", "/usr/sbin/policy-rc.d"]))?;
+    }
+    let r = (|| {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    })();
+    if !had_policy {
+        let _ = fs::remove_file(policy);
+    }
+    r
+}
+
+/// Installs everything missing. Returns what it did, one line each.
+pub fn setup() -> Result<Vec<String>> {
+    let started = Instant::now();
+    let mut did = Vec::new();
+
+    let pkgs = missing_packages();
+    if !pkgs.is_empty() {
+        apt_install(&pkgs)?;
+        did.push(format!("apt: {}", pkgs.join(" ")));
+    }
+
+    let (toolchain, date) = ebpf_toolchain()?;
+    let version = output(Command::new("rustup").args(["run", &toolchain, "rustc", "-vV"]))
+        .with_context(|| {
+            format!("the eBPF toolchain `{toolchain}` is not installed; install it with rustup")
+        })?;
+    if !version.contains(&date) {
+        eprintln!(
+            "setup: warning: `{toolchain}` is not the pinned nightly of {date}:\n{version}\
+             kernel programs are only tested with the pinned one"
+        );
+    }
+    let components = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        &toolchain,
+    ]))
+    .unwrap_or_default();
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: installing rust-src for {toolchain}");
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            &toolchain,
+        ]))?;
+        did.push(format!("rust-src ({toolchain})"));
+    }
+
+    let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if !linker.contains(BPF_LINKER_VERSION) {
+        eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (LLVM 22; about 2 minutes)");
+        run(Command::new("cargo")
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+        did.push(format!("bpf-linker {BPF_LINKER_VERSION}"));
+    }
+
+    if !Path::new("/sys/kernel/tracing/events").is_dir()
+        && !Path::new("/sys/kernel/debug/tracing/events").is_dir()
+    {
+        eprintln!("setup: mounting tracefs at /sys/kernel/tracing");
+        run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]))?;
+        did.push("tracefs mounted".into());
+    }
+
+    for tool in ["python3", "curl"] {
+        if output(Command::new(tool).arg("--version")).is_none() {
+            bail!("{tool} is still missing after setup");
+        }
+    }
+
+    if did.is_empty() {
+        eprintln!("setup: everything is in place ({:.1?})", started.elapsed());
+    } else {
+        eprintln!(
+            "setup: done in {:.0?}: {}",
+            started.elapsed(),
+            did.join("; ")
+        );
+    }
+    Ok(did)
+}
