@@ -17,11 +17,39 @@ use tokio::sync::oneshot;
 
 use crate::{
     clock::monotonic_ns,
-    conn::{ConnStats, ConnTracker, Limits, StreamSink},
+    conn::{CollectSink, ConnStats, ConnTracker, Limits, StreamSink},
+    debug_view::DebugView,
     events::{DecodeErrors, EventSource, RingBufSource},
     probes::{KernelCounters, ProbeConfig, ProbeError, Probes},
     procfs::Procfs,
+    span::{ResourceSource, SpanSink, SpanStage, SpanStats},
+    telemetry::{Snapshot, Telemetry},
 };
+
+/// A stream sink whose counters the capture publishes, and which may need time to pass.
+pub trait Observed {
+    /// The span stage's counters, for sinks that build spans.
+    fn span_stats(&self) -> SpanStats {
+        SpanStats::default()
+    }
+
+    /// Called once per tick with the monotonic time.
+    fn tick(&mut self, _now_ns: u64) {}
+}
+
+impl Observed for CollectSink {}
+
+impl<W: std::io::Write> Observed for DebugView<W> {}
+
+impl<O: SpanSink, R: ResourceSource> Observed for SpanStage<O, R> {
+    fn span_stats(&self) -> SpanStats {
+        self.stats.clone()
+    }
+
+    fn tick(&mut self, now_ns: u64) {
+        SpanStage::tick(self, now_ns);
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
@@ -109,7 +137,7 @@ pub enum CaptureError {
     NoRing,
 }
 
-impl<S: StreamSink + Send + 'static> CaptureHandle<S> {
+impl<S: StreamSink + Observed + Send + 'static> CaptureHandle<S> {
     /// Whether the programs are attached (events from now on are seen).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -145,9 +173,18 @@ pub struct Capture;
 
 impl Capture {
     /// Loads the programs and runs the pipeline on a new thread, feeding `sink`.
-    pub fn spawn<S: StreamSink + Send + 'static>(
+    pub fn spawn<S: StreamSink + Observed + Send + 'static>(
         config: CaptureConfig,
         sink: S,
+    ) -> CaptureHandle<S> {
+        Self::spawn_with(config, sink, None)
+    }
+
+    /// As [`Capture::spawn`], publishing counters to `telemetry` once per tick.
+    pub fn spawn_with<S: StreamSink + Observed + Send + 'static>(
+        config: CaptureConfig,
+        sink: S,
+        telemetry: Option<Arc<Telemetry>>,
     ) -> CaptureHandle<S> {
         let (tx, rx) = oneshot::channel();
         let ready = Arc::new(AtomicBool::new(false));
@@ -158,7 +195,7 @@ impl Capture {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(run(config, sink, rx, ready2))
+                rt.block_on(run(config, sink, rx, ready2, telemetry))
             })
             .expect("spawning the capture thread");
         CaptureHandle {
@@ -169,12 +206,43 @@ impl Capture {
     }
 }
 
+fn summarize(
+    probes: &Probes,
+    tracker: &ConnTracker,
+    errors: &DecodeErrors,
+    source: &RingBufSource,
+) -> Summary {
+    Summary {
+        kernel: probes.counters(),
+        conns: tracker.stats.clone(),
+        decode_errors: errors.clone(),
+        records: source.records,
+        conns_tracked: tracker.len(),
+    }
+}
+
+fn publish<S: Observed>(
+    telemetry: Option<&Arc<Telemetry>>,
+    probes: &Probes,
+    summary: Summary,
+    sink: &S,
+) {
+    if let Some(t) = telemetry {
+        t.publish(Snapshot {
+            capture: summary,
+            spans: sink.span_stats(),
+            programs: probes.program_stats(),
+        });
+    }
+}
+
 /// The pipeline loop: events until `stop` fires, then a final drain.
-pub async fn run<S: StreamSink>(
+pub async fn run<S: StreamSink + Observed>(
     config: CaptureConfig,
     mut sink: S,
     mut stop: oneshot::Receiver<()>,
     ready: Arc<AtomicBool>,
+    telemetry: Option<Arc<Telemetry>>,
 ) -> Result<(S, Summary), CaptureError> {
     let mut probes = Probes::load(&config.probes).map_err(Box::new)?;
     let ring = probes.take_events().ok_or(CaptureError::NoRing)?;
@@ -191,11 +259,15 @@ pub async fn run<S: StreamSink>(
     let mut batch = Vec::with_capacity(4096);
     let mut tick = tokio::time::interval(config.tick_interval);
     ready.store(true, Ordering::Release);
+    if let Some(t) = &telemetry {
+        t.set_ready(true);
+    }
     tracing::info!(
         "kernel programs attached in {:?}; capturing {} bytes per syscall",
         probes.load_time,
         config.probes.capture_bytes
     );
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             r = source.next_batch(&mut batch, &mut errors) => {
@@ -206,7 +278,17 @@ pub async fn run<S: StreamSink>(
                     }
                 }
             }
-            _ = tick.tick() => tracker.tick(monotonic_ns(), &mut sink),
+            _ = tick.tick() => {
+                let now = monotonic_ns();
+                tracker.tick(now, &mut sink);
+                sink.tick(now);
+                ticks += 1;
+                // Counters for /metrics about once a second.
+                if ticks.is_multiple_of(10) {
+                    let summary = summarize(&probes, &tracker, &errors, &source);
+                    publish(telemetry.as_ref(), &probes, summary, &sink);
+                }
+            }
             _ = &mut stop => break,
         }
     }
@@ -231,13 +313,11 @@ pub async fn run<S: StreamSink>(
             break;
         }
     }
-    let summary = Summary {
-        kernel: probes.counters(),
-        conns: tracker.stats.clone(),
-        decode_errors: errors,
-        records: source.records,
-        conns_tracked: tracker.len(),
-    };
+    let summary = summarize(&probes, &tracker, &errors, &source);
     tracker.shutdown(monotonic_ns(), &mut sink);
+    publish(telemetry.as_ref(), &probes, summary.clone(), &sink);
+    if let Some(t) = &telemetry {
+        t.set_ready(false);
+    }
     Ok((sink, summary))
 }

@@ -2,19 +2,34 @@
 
 use std::{
     io::{self, Write as _},
+    net::SocketAddr,
+    path::PathBuf,
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
 use clap::{Args, Parser, Subcommand};
 use sonde_proto::{Decision, MAX_CAPTURE};
 
+use sonde_export::{
+    batch::{ExportPipeline, LineFormat, PipelineOptions, Sink, SpanQueue},
+    config::{ExportConfig, ExportFileConfig},
+    console,
+    metrics_http::{MetricsServer, MetricsState},
+};
+use sonde_protocol::route::RoutePattern;
+
 use crate::{
-    capture::{Capture, CaptureConfig},
+    capture::{Capture, CaptureConfig, CaptureHandle, Observed, Summary},
     cgroup,
+    config::{ConfigFileError, FileConfig, OutputFormat},
+    conn::StreamSink,
     debug_view::DebugView,
     doctor,
     probes::{FilterSpec, ProbeConfig},
+    span::{HttpConfig, SpanSink, SpanStage},
+    telemetry::Telemetry,
 };
 
 #[derive(Parser, Debug)]
@@ -31,7 +46,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Trace TCP traffic of processes on this host until Ctrl-C or SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Turn a pcap or pcapng capture into spans, without root.
+    Replay(ReplayArgs),
     /// Check what this host offers and what sonde will use; exits non-zero if tracing cannot work.
     Doctor {
         /// Print the report as JSON.
@@ -40,8 +57,11 @@ pub enum Command {
     },
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct RunArgs {
+    /// Configuration file (TOML); flags and environment variables win over it.
+    #[arg(long, value_name = "FILE", env = "SONDE_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Trace only this process (and children it forks later). Repeatable.
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
@@ -51,18 +71,158 @@ pub struct RunArgs {
     /// Never trace this process. Repeatable.
     #[arg(long = "exclude-pid", value_name = "PID")]
     pub exclude_pids: Vec<u32>,
-    /// Bytes captured per read or write (0 to 16384).
-    #[arg(long, default_value_t = sonde_proto::DEFAULT_CAPTURE, env = "SONDE_CAPTURE_BYTES")]
-    pub capture_bytes: u32,
-    /// Kernel ring buffer size in bytes (a power of two).
-    #[arg(long, default_value_t = 16 * 1024 * 1024, env = "SONDE_RING_BUFFER_BYTES")]
-    pub ring_buffer_bytes: u32,
-    /// Payload bytes shown per chunk in the console view.
+    /// Bytes captured per read or write (0 to 16384; default 4096).
+    #[arg(long, env = "SONDE_CAPTURE_BYTES")]
+    pub capture_bytes: Option<u32>,
+    /// Kernel ring buffer size in bytes (a power of two; default 16 MiB).
+    #[arg(long, env = "SONDE_RING_BUFFER_BYTES")]
+    pub ring_buffer_bytes: Option<u32>,
+    /// Where spans go. Default: otlp when an OTLP endpoint is configured, else console.
+    #[arg(long, value_enum, env = "SONDE_OUTPUT")]
+    pub output: Option<OutputFormat>,
+    /// Write console or jsonl output to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// Console output: print whole trace and span ids.
+    #[arg(long)]
+    pub full_ids: bool,
+    /// A route pattern such as `/users/{id}`; wins over the route heuristic. Repeatable.
+    #[arg(long = "route", value_name = "PATTERN")]
+    pub routes: Vec<String>,
+    /// A query parameter whose value is exported (others are redacted). Repeatable.
+    #[arg(long = "query-allow", value_name = "NAME")]
+    pub query_allow: Vec<String>,
+    /// Address of /metrics, /healthz and /readyz (default 127.0.0.1:9464; "" for none).
+    #[arg(long, value_name = "ADDR", env = "SONDE_METRICS_ADDRESS")]
+    pub metrics_address: Option<String>,
+    /// OTLP collector base URL (like OTEL_EXPORTER_OTLP_ENDPOINT).
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc or http/protobuf (like OTEL_EXPORTER_OTLP_PROTOCOL).
+    #[arg(long, value_name = "PROTOCOL")]
+    pub otlp_protocol: Option<String>,
+    /// OTLP compression: gzip or none (like OTEL_EXPORTER_OTLP_COMPRESSION).
+    #[arg(long, value_name = "COMPRESSION")]
+    pub otlp_compression: Option<String>,
+    /// Payload bytes shown per chunk in the debug output.
     #[arg(long, default_value_t = 96)]
     pub preview_bytes: usize,
+    /// Write every counter as JSON to this file on exit.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplayArgs {
+    /// The capture (pcap or pcapng; Ethernet, Linux cooked, raw IP or loopback).
+    pub file: PathBuf,
+    /// Which ends of each TCP connection to report: client spans, server spans, or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub side: ReplaySide,
+    /// console or jsonl.
+    #[arg(long, value_enum, default_value = "console")]
+    pub output: OutputFormat,
+    /// Console output: print whole trace and span ids.
+    #[arg(long)]
+    pub full_ids: bool,
+    /// A route pattern such as `/users/{id}`. Repeatable.
+    #[arg(long = "route", value_name = "PATTERN")]
+    pub routes: Vec<String>,
+    /// A query parameter whose value is kept. Repeatable.
+    #[arg(long = "query-allow", value_name = "NAME")]
+    pub query_allow: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplaySide {
+    Client,
+    Server,
+    Both,
+}
+
+/// Writes spans as they come (replays are synchronous).
+struct WriterSink {
+    out: Box<dyn std::io::Write>,
+    format: OutputFormat,
+    console: console::Options,
+    failed: Option<std::io::Error>,
+}
+
+impl SpanSink for WriterSink {
+    fn span(&mut self, span: sonde_export::span::Span) {
+        if self.failed.is_some() {
+            return;
+        }
+        let r = match self.format {
+            OutputFormat::Jsonl => sonde_export::jsonl::write_span(&mut self.out, &span),
+            _ => console::write_span(&mut self.out, &span, &self.console),
+        };
+        if let Err(e) = r {
+            self.failed = Some(e);
+        }
+    }
+}
+
+fn replay(args: ReplayArgs) -> ExitCode {
+    let mut route_patterns = Vec::new();
+    for p in &args.routes {
+        match RoutePattern::parse(p) {
+            Ok(r) => route_patterns.push(r),
+            Err(e) => {
+                eprintln!("sonde: --route {p}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !matches!(args.output, OutputFormat::Console | OutputFormat::Jsonl) {
+        eprintln!("sonde: replay --output must be console or jsonl");
+        return ExitCode::from(2);
+    }
+    let sides = match args.side {
+        ReplaySide::Client => crate::replay::Sides::Client,
+        ReplaySide::Server => crate::replay::Sides::Server,
+        ReplaySide::Both => crate::replay::Sides::Both,
+    };
+    let sink = WriterSink {
+        out: Box::new(io::BufWriter::new(io::stdout())),
+        format: args.output,
+        console: console::Options {
+            full_ids: args.full_ids,
+        },
+        failed: None,
+    };
+    let http = HttpConfig {
+        route_patterns,
+        query_allowlist: args.query_allow.clone(),
+    };
+    match crate::replay::replay(&args.file, sides, http, sink) {
+        Ok((mut sink, summary)) => {
+            let _ = sink.out.flush();
+            eprintln!(
+                "sonde: {} packets, {} TCP segments, {} flows, {} spans; {} bytes retransmitted, \
+                 {} lost in gaps, {} parse errors",
+                summary.pcap.packets,
+                summary.pcap.tcp_segments,
+                summary.tcp.flows,
+                summary.spans.spans_created,
+                summary.tcp.retransmitted_bytes,
+                summary.conns.gap_lost_bytes,
+                summary.spans.parse_errors.values().sum::<u64>()
+            );
+            if let Some(e) = sink.failed {
+                eprintln!("sonde: writing spans: {e}");
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Errors in command-line values: what is wrong and how to fix it.
@@ -74,12 +234,49 @@ pub enum ArgError {
     Cgroup { arg: String, why: String },
     #[error("--duration {0} must be a positive number of seconds")]
     Duration(f64),
+    #[error("--route {pattern}: {why}")]
+    Route { pattern: String, why: String },
+    #[error(
+        "--metrics-address {0}: expected IP:PORT such as 127.0.0.1:9464, or \"\" to turn it off"
+    )]
+    MetricsAddress(String),
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+    #[error("OTLP exporter: {0}")]
+    Export(#[from] sonde_export::config::ConfigError),
+    #[error(
+        "--output otlp needs a collector: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or \
+         [export.otlp] endpoint"
+    )]
+    NoEndpoint,
+}
+
+/// Everything `sonde run` needs, resolved from file, environment and flags.
+pub struct RunPlan {
+    pub capture: CaptureConfig,
+    pub http: HttpConfig,
+    pub output: OutputFormat,
+    pub output_file: Option<PathBuf>,
+    pub full_ids: bool,
+    pub metrics: Option<SocketAddr>,
+    /// The metrics address was chosen explicitly (a bind failure is then an error).
+    pub metrics_explicit: bool,
+    pub export: Option<ExportConfig>,
 }
 
 impl RunArgs {
-    pub fn capture_config(&self) -> Result<CaptureConfig, ArgError> {
-        if self.capture_bytes as usize > MAX_CAPTURE {
-            return Err(ArgError::CaptureBytes(self.capture_bytes));
+    /// Resolves the configuration: file < environment < flags.
+    pub fn plan(&self, env: impl Fn(&str) -> Option<String>) -> Result<RunPlan, ArgError> {
+        let file = match &self.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let capture_bytes = self
+            .capture_bytes
+            .or(file.capture.capture_bytes)
+            .unwrap_or(sonde_proto::DEFAULT_CAPTURE);
+        if capture_bytes as usize > MAX_CAPTURE {
+            return Err(ArgError::CaptureBytes(capture_bytes));
         }
         if let Some(d) = self.duration
             && !(d > 0.0 && d.is_finite())
@@ -87,7 +284,7 @@ impl RunArgs {
             return Err(ArgError::Duration(d));
         }
         let mut cgroups = Vec::new();
-        for arg in &self.cgroups {
+        for arg in self.cgroups.iter().chain(&file.capture.cgroups) {
             let dir = cgroup::resolve(arg).map_err(|why| ArgError::Cgroup {
                 arg: arg.clone(),
                 why,
@@ -98,14 +295,28 @@ impl RunArgs {
             })?;
             cgroups.push((id, Decision::Trace));
         }
+        let trace_pids: Vec<u32> = self
+            .pids
+            .iter()
+            .chain(&file.capture.pids)
+            .copied()
+            .collect();
         let mut pids: Vec<(u32, Decision)> =
-            self.pids.iter().map(|&p| (p, Decision::Trace)).collect();
-        pids.extend(self.exclude_pids.iter().map(|&p| (p, Decision::Ignore)));
-        let selective = !self.pids.is_empty() || !self.cgroups.is_empty();
-        Ok(CaptureConfig {
+            trace_pids.iter().map(|&p| (p, Decision::Trace)).collect();
+        pids.extend(
+            self.exclude_pids
+                .iter()
+                .chain(&file.capture.exclude_pids)
+                .map(|&p| (p, Decision::Ignore)),
+        );
+        let selective = !trace_pids.is_empty() || !cgroups.is_empty();
+        let capture = CaptureConfig {
             probes: ProbeConfig {
-                capture_bytes: self.capture_bytes,
-                ring_buffer_bytes: self.ring_buffer_bytes,
+                capture_bytes,
+                ring_buffer_bytes: self
+                    .ring_buffer_bytes
+                    .or(file.capture.ring_buffer_bytes)
+                    .unwrap_or(16 * 1024 * 1024),
                 filter: FilterSpec {
                     default: if selective {
                         Decision::Ignore
@@ -118,6 +329,91 @@ impl RunArgs {
                 ..ProbeConfig::default()
             },
             ..CaptureConfig::default()
+        };
+
+        let mut route_patterns = Vec::new();
+        for p in self.routes.iter().chain(&file.http.routes) {
+            route_patterns.push(RoutePattern::parse(p).map_err(|e| ArgError::Route {
+                pattern: p.clone(),
+                why: e.to_string(),
+            })?);
+        }
+        let http = HttpConfig {
+            route_patterns,
+            query_allowlist: self
+                .query_allow
+                .iter()
+                .chain(&file.http.query_allowlist)
+                .cloned()
+                .collect(),
+        };
+
+        // Exporter: file < OTEL_* environment < flags.
+        let env_layer = ExportFileConfig::from_env(&env)?;
+        let cli_layer = ExportFileConfig {
+            endpoint: self.otlp_endpoint.clone(),
+            // The flags take the environment variables' syntax: parse them the same way.
+            protocol: match &self.otlp_protocol {
+                Some(p) => {
+                    ExportFileConfig::from_env(|n| {
+                        (n == "OTEL_EXPORTER_OTLP_PROTOCOL").then(|| p.clone())
+                    })?
+                    .protocol
+                }
+                None => None,
+            },
+            compression: match &self.otlp_compression {
+                Some(c) => {
+                    ExportFileConfig::from_env(|n| {
+                        (n == "OTEL_EXPORTER_OTLP_COMPRESSION").then(|| c.clone())
+                    })?
+                    .compression
+                }
+                None => None,
+            },
+            ..ExportFileConfig::default()
+        };
+        let file_layer = file.export.otlp.clone().unwrap_or_default();
+        let endpoint_given = [&file_layer, &env_layer, &cli_layer]
+            .iter()
+            .any(|l| l.endpoint.is_some() || l.traces_endpoint.is_some());
+        let layer = file_layer.merge(env_layer).merge(cli_layer);
+        let output = self
+            .output
+            .or(file.output.format)
+            .unwrap_or(if endpoint_given {
+                OutputFormat::Otlp
+            } else {
+                OutputFormat::Console
+            });
+        if output == OutputFormat::Otlp && !endpoint_given {
+            return Err(ArgError::NoEndpoint);
+        }
+        let mut export = ExportConfig::resolve(layer)?;
+        export.scope_version = env!("CARGO_PKG_VERSION").to_owned();
+
+        let metrics_arg = self
+            .metrics_address
+            .clone()
+            .or(file.metrics.address.clone());
+        let metrics_explicit = metrics_arg.is_some();
+        let metrics = match metrics_arg.as_deref() {
+            Some("") => None,
+            Some(a) => Some(
+                a.parse::<SocketAddr>()
+                    .map_err(|_| ArgError::MetricsAddress(a.to_owned()))?,
+            ),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        };
+        Ok(RunPlan {
+            capture,
+            http,
+            output,
+            output_file: self.output_file.clone().or(file.output.file.clone()),
+            full_ids: self.full_ids || file.output.full_ids.unwrap_or(false),
+            metrics,
+            metrics_explicit,
+            export: Some(export),
         })
     }
 }
@@ -126,7 +422,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
+        Command::Replay(args) => replay(args),
         Command::Doctor { json } => {
             let report = doctor::run();
             if json {
@@ -156,28 +453,16 @@ fn init_logging() {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let config = match args.capture_config() {
-        Ok(c) => c,
+    let plan = match args.plan(|n| std::env::var(n).ok()) {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("sonde: {e}");
             return ExitCode::from(2);
         }
     };
-    let view = DebugView::new(io::stdout(), args.preview_bytes);
-    let mut handle = Capture::spawn(config, view);
-    if let Err(e) = handle.wait_ready() {
-        eprintln!("sonde: {e}");
-        return ExitCode::FAILURE;
-    }
-    eprintln!(
-        "sonde: tracing {}; Ctrl-C to stop",
-        if args.pids.is_empty() && args.cgroups.is_empty() {
-            "every process but sonde".to_string()
-        } else {
-            format!("pids {:?} cgroups {:?}", args.pids, args.cgroups)
-        }
-    );
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sonde-export")
         .enable_all()
         .build()
     {
@@ -187,32 +472,327 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let sleep = async {
-            match args.duration {
-                Some(d) => tokio::time::sleep(Duration::from_secs_f64(d)).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            _ = sleep => {}
-        }
-    });
-    match handle.stop() {
-        Ok((_, summary)) => {
-            let mut err = io::stderr().lock();
-            let _ = writeln!(err, "sonde: stopped; totals:");
-            for line in summary.lines() {
-                let _ = writeln!(err, "  {line}");
-            }
-            ExitCode::SUCCESS
-        }
+    match rt.block_on(run_async(args, plan)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sonde: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Hands spans to the exporter's bounded queue; never blocks (a full queue drops, counted).
+struct QueueSink(SpanQueue);
+
+impl SpanSink for QueueSink {
+    fn span(&mut self, span: sonde_export::span::Span) {
+        let _ = self.0.try_send(span);
+    }
+}
+
+/// Counts spans and drops them (`--output none`).
+struct NullSink;
+
+impl SpanSink for NullSink {
+    fn span(&mut self, _span: sonde_export::span::Span) {}
+}
+
+async fn wait_for_stop(duration: Option<f64>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sleep = async {
+        match duration {
+            Some(d) => tokio::time::sleep(Duration::from_secs_f64(d)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        _ = sleep => {}
+    }
+}
+
+fn line_writer(file: &Option<PathBuf>) -> Result<Box<dyn std::io::Write + Send>, String> {
+    match file {
+        Some(p) => std::fs::File::create(p)
+            .map(|f| Box::new(std::io::BufWriter::new(f)) as Box<dyn std::io::Write + Send>)
+            .map_err(|e| format!("--output-file {}: {e}", p.display())),
+        None => Ok(Box::new(io::stdout())),
+    }
+}
+
+async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
+    let telemetry = Telemetry::new();
+    let pipeline = match plan.output {
+        OutputFormat::Otlp => {
+            let cfg = plan.export.as_ref().ok_or("no exporter configuration")?;
+            let p = ExportPipeline::otlp(cfg).map_err(|e| format!("OTLP exporter: {e}"))?;
+            tracing::info!(
+                "exporting spans with OTLP ({}) to {}",
+                cfg.protocol.as_str(),
+                cfg.endpoint
+            );
+            Some(p)
+        }
+        OutputFormat::Console | OutputFormat::Jsonl => {
+            let format = if plan.output == OutputFormat::Jsonl {
+                LineFormat::Jsonl
+            } else {
+                LineFormat::Console(console::Options {
+                    full_ids: plan.full_ids,
+                })
+            };
+            let options = plan
+                .export
+                .as_ref()
+                .map(PipelineOptions::from)
+                .unwrap_or_default();
+            Some(ExportPipeline::start(
+                Sink::Lines {
+                    writer: line_writer(&plan.output_file)?,
+                    format,
+                },
+                options,
+            ))
+        }
+        OutputFormat::Debug | OutputFormat::None => None,
+    };
+    if let Some(p) = &pipeline {
+        telemetry.set_export(p.stats());
+    }
+    let _metrics = match plan.metrics {
+        Some(addr) => {
+            let t = telemetry.clone();
+            let state = MetricsState {
+                render: Arc::new(move || t.render_prometheus()),
+                ready: telemetry.ready.clone(),
+            };
+            match MetricsServer::bind(addr, state).await {
+                Ok(s) => {
+                    tracing::info!("metrics on http://{}/metrics", s.local_addr());
+                    Some(s)
+                }
+                Err(e) if plan.metrics_explicit => return Err(format!("--metrics-address: {e}")),
+                Err(e) => {
+                    tracing::warn!(
+                        "no metrics endpoint: {e} (set --metrics-address to choose another)"
+                    );
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
+    let config = plan.capture.clone();
+    let who = if args.pids.is_empty()
+        && args.cgroups.is_empty()
+        && plan.capture.probes.filter.default == Decision::Trace
+    {
+        "every process but sonde".to_string()
+    } else {
+        "the selected processes and cgroups".to_string()
+    };
+    let summary = match (&pipeline, plan.output) {
+        (_, OutputFormat::Debug) => {
+            let view = DebugView::new(io::stdout(), args.preview_bytes);
+            capture_until(
+                Capture::spawn_with(config, view, Some(telemetry.clone())),
+                &who,
+                args.duration,
+            )
+            .await?
+            .1
+        }
+        (Some(p), _) => {
+            let stage = SpanStage::live(plan.http.clone(), QueueSink(p.queue()));
+            capture_until(
+                Capture::spawn_with(config, stage, Some(telemetry.clone())),
+                &who,
+                args.duration,
+            )
+            .await?
+            .1
+        }
+        (None, _) => {
+            let stage = SpanStage::live(plan.http.clone(), NullSink);
+            capture_until(
+                Capture::spawn_with(config, stage, Some(telemetry.clone())),
+                &who,
+                args.duration,
+            )
+            .await?
+            .1
+        }
+    };
+    if let Some(p) = pipeline {
+        let s = p.shutdown(Duration::from_secs(5)).await;
+        tracing::info!(
+            "spans: {} created, {} exported, {} dropped",
+            s.created,
+            s.exported,
+            s.dropped_total()
+        );
+    }
+    let mut err = io::stderr().lock();
+    let _ = writeln!(err, "sonde: stopped; totals:");
+    for line in summary.lines() {
+        let _ = writeln!(err, "  {line}");
+    }
+    if let Some(path) = &args.summary_json {
+        let json = serde_json::to_string_pretty(&telemetry.summary_json()).unwrap_or_default();
+        std::fs::write(path, json)
+            .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs a capture until a signal or the duration; returns its sink and totals.
+async fn capture_until<S: StreamSink + Observed + Send + 'static>(
+    mut handle: CaptureHandle<S>,
+    who: &str,
+    duration: Option<f64>,
+) -> Result<(S, Summary), String> {
+    let ready = tokio::task::spawn_blocking(move || handle.wait_ready().map(|_| handle))
+        .await
+        .map_err(|e| e.to_string())?;
+    let handle = ready.map_err(|e| e.to_string())?;
+    eprintln!("sonde: tracing {who}; Ctrl-C to stop");
+    wait_for_stop(duration).await;
+    tokio::task::spawn_blocking(move || handle.stop())
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |n| {
+            vars.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn output_defaults_follow_the_exporter_configuration() {
+        let args = RunArgs::default();
+        assert_eq!(args.plan(env(&[])).unwrap().output, OutputFormat::Console);
+        let p = args
+            .plan(env(&[(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "http://127.0.0.1:4317",
+            )]))
+            .unwrap();
+        assert_eq!(p.output, OutputFormat::Otlp);
+        assert_eq!(
+            p.export.unwrap().endpoint.to_string(),
+            "http://127.0.0.1:4317/"
+        );
+        let p = args
+            .plan(env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            p.export.unwrap().endpoint.to_string(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(p.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn configuration_errors_name_the_field_and_the_fix() {
+        let args = RunArgs {
+            output: Some(OutputFormat::Otlp),
+            ..RunArgs::default()
+        };
+        let e = args.plan(env(&[])).err().unwrap().to_string();
+        assert!(e.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{e}");
+        let e = RunArgs::default()
+            .plan(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("OTEL_EXPORTER_OTLP_PROTOCOL=carrier-pigeon"),
+            "{e}"
+        );
+        assert!(e.contains("grpc"), "{e}");
+        let e = RunArgs {
+            capture_bytes: Some(1 << 20),
+            ..RunArgs::default()
+        }
+        .plan(env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("--capture-bytes") && e.contains("16384"), "{e}");
+        let e = RunArgs {
+            routes: vec!["users/{id}".into()],
+            ..RunArgs::default()
+        }
+        .plan(env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.starts_with("--route users/{id}"), "{e}");
+        let e = RunArgs {
+            metrics_address: Some("localhost".into()),
+            ..RunArgs::default()
+        }
+        .plan(env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("127.0.0.1:9464"), "{e}");
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let dir = std::env::temp_dir().join(format!("sonde-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sonde.toml");
+        std::fs::write(
+            &file,
+            "[capture]\ncapture_bytes = 1000\n[metrics]\naddress = \"\"\n\
+             [export.otlp]\nendpoint = \"http://file:4317\"\ncompression = \"gzip\"\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(file.clone()),
+            ..RunArgs::default()
+        };
+        let p = args.plan(env(&[])).unwrap();
+        assert_eq!(p.capture.probes.capture_bytes, 1000);
+        assert_eq!(p.metrics, None);
+        assert_eq!(p.output, OutputFormat::Otlp);
+        let e = p.export.unwrap();
+        assert_eq!(e.endpoint.to_string(), "http://file:4317/");
+        // The environment wins over the file, flags over both.
+        let p = args
+            .plan(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")]))
+            .unwrap();
+        assert_eq!(p.export.unwrap().endpoint.to_string(), "http://env:4317/");
+        let p = RunArgs {
+            otlp_endpoint: Some("http://flag:4317".into()),
+            capture_bytes: Some(2000),
+            ..args.clone()
+        }
+        .plan(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317")]))
+        .unwrap();
+        assert_eq!(p.export.unwrap().endpoint.to_string(), "http://flag:4317/");
+        assert_eq!(p.capture.probes.capture_bytes, 2000);
+        std::fs::write(&file, "[capture]\ncapture_bites = 1\n").unwrap();
+        let e = args.plan(env(&[])).err().unwrap().to_string();
+        assert!(
+            e.contains("capture_bites") && e.contains("sonde.toml"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

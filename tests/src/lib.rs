@@ -19,8 +19,11 @@ use std::{
 use sonde::{
     capture::{Capture, CaptureConfig, CaptureHandle, Summary},
     conn::{CollectSink, Collected},
+    enrich::ProcessCache,
     probes::{FilterSpec, ProbeConfig},
+    span::{HttpConfig, SpanStage, SpanStats},
 };
+use sonde_export::span::{Span, Value};
 use sonde_proto::{Decision, Direction, Role};
 
 /// Fails the test with a clear message unless it can load kernel programs.
@@ -132,6 +135,46 @@ impl TestCgroup {
         let mut handle = Capture::spawn(config, CollectSink::default());
         handle.wait_ready().expect("capture starts");
         Recording { handle }
+    }
+
+    /// Starts a capture of this cgroup that turns traffic into spans.
+    pub fn capture_spans(&self) -> SpanRecording {
+        let stage = SpanStage::live(HttpConfig::default(), Vec::new());
+        let mut handle = Capture::spawn(self.capture_config(), stage);
+        handle.wait_ready().expect("capture starts");
+        SpanRecording { handle }
+    }
+}
+
+/// A running capture producing spans.
+pub struct SpanRecording {
+    handle: CaptureHandle<SpanStage<Vec<Span>, ProcessCache>>,
+}
+
+impl SpanRecording {
+    /// Stops, drains and returns the spans, the span stage's counters and the capture totals.
+    pub fn finish(self) -> (Vec<Span>, SpanStats, Summary) {
+        let (stage, summary) = self.handle.stop().expect("capture stops cleanly");
+        let stats = stage.stats.clone();
+        (stage.into_out(), stats, summary)
+    }
+}
+
+/// A string attribute of a span, or panics with the span.
+#[track_caller]
+pub fn attr_str<'a>(span: &'a Span, key: &str) -> &'a str {
+    match span.attr(key) {
+        Some(Value::Str(s)) => s,
+        other => panic!("{key}: {other:?} in {span:#?}"),
+    }
+}
+
+/// An integer attribute of a span, or panics with the span.
+#[track_caller]
+pub fn attr_int(span: &Span, key: &str) -> i64 {
+    match span.attr(key) {
+        Some(Value::Int(v)) => *v,
+        other => panic!("{key}: {other:?} in {span:#?}"),
     }
 }
 

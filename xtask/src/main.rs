@@ -3,6 +3,7 @@
 //! Everything a fresh machine needs is installed by `setup`, idempotently; the other tasks call
 //! it first, so the README's two commands work on a machine that has nothing but Rust.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -42,6 +43,15 @@ enum Task {
     },
     /// Set up, build sonde and run `sonde doctor`.
     Doctor,
+    /// Set up, build sonde and measure its overhead against no tracing and against the
+    /// OpenTelemetry Python SDK; writes target/bench/report.{md,json}.
+    Bench {
+        #[arg(long, value_enum, default_value = "quick")]
+        mode: bench::Mode,
+        /// Benchmark the debug build instead of the release build (for smoke runs).
+        #[arg(long)]
+        debug: bool,
+    },
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -86,6 +96,15 @@ fn main() -> ExitCode {
             };
             run(Command::new(sonde).args(&args))
         }),
+        Task::Bench { mode, debug } => setup::setup().and_then(|_| {
+            let sonde = if debug {
+                run(cargo().args(["build", "--locked", "-p", "sonde"]))?;
+                workspace_root().join("target/debug/sonde")
+            } else {
+                build_sonde()?
+            };
+            bench::bench(mode, &sonde)
+        }),
         Task::Doctor => setup::setup().and_then(|_| {
             let sonde = build_sonde()?;
             run(Command::new(sonde).arg("doctor"))
@@ -129,6 +148,14 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
         cmd.arg("--").args(extra);
     }
     run(&mut cmd)?;
+    // The benchmark harness must keep working: a short run on the debug build (its numbers
+    // mean nothing; `cargo xtask bench` measures the release build).
+    step("benchmark smoke run");
+    run(cargo().args(["build", "--locked", "-p", "sonde"]))?;
+    bench::bench(
+        bench::Mode::Smoke,
+        &workspace_root().join("target/debug/sonde"),
+    )?;
     eprintln!("xtask: all tests passed in {:.0?}", started.elapsed());
     Ok(())
 }

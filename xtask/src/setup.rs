@@ -25,6 +25,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "nginx-light",
     "wrk",
+    "hey",
+    "tcpdump",
     "nghttp2-client",
     "iproute2",
 ];
@@ -152,6 +154,10 @@ pub fn setup() -> Result<Vec<String>> {
         did.push("tracefs mounted".into());
     }
 
+    if setup_peers_venv()? {
+        did.push("python peers venv".into());
+    }
+
     for tool in ["python3", "curl"] {
         if output(Command::new(tool).arg("--version")).is_none() {
             bail!("{tool} is still missing after setup");
@@ -168,4 +174,41 @@ pub fn setup() -> Result<Vec<String>> {
         );
     }
     Ok(did)
+}
+
+/// The Python used by tests that need packages beyond the standard library.
+pub fn peers_python() -> std::path::PathBuf {
+    workspace_root().join("target/peers/venv/bin/python")
+}
+
+/// Creates `target/peers/venv` from `tests/peers/requirements.txt`, or updates it when the
+/// requirements changed since the last install. Returns whether it did anything.
+fn setup_peers_venv() -> Result<bool> {
+    let root = workspace_root();
+    let reqs = root.join("tests/peers/requirements.txt");
+    let venv = root.join("target/peers/venv");
+    let stamp = venv.join("installed-requirements.txt");
+    let wanted = fs::read_to_string(&reqs).with_context(|| format!("read {}", reqs.display()))?;
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && peers_python().exists() {
+        return Ok(false);
+    }
+    eprintln!(
+        "setup: installing Python test peers into {}",
+        venv.display()
+    );
+    if !peers_python().exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(peers_python())
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&reqs))?;
+    fs::write(&stamp, wanted)?;
+    Ok(true)
 }

@@ -17,7 +17,7 @@ use std::{
 use bytes::Bytes;
 use sonde_proto::{CloseReason, ConnSource, Direction, Role, Syscall};
 
-use crate::events::{ConnCloseEv, ConnOpenEv, DataEv, Event, Meta, ProcKind};
+use crate::events::{ConnCloseEv, ConnOpenEv, DataEv, Event, Meta, ProcEv, ProcKind};
 
 /// Limits of the tracker; see the field docs for defaults.
 #[derive(Clone, Debug)]
@@ -149,6 +149,8 @@ pub trait StreamSink {
     fn opened(&mut self, conn: &ConnInfo);
     fn chunk(&mut self, conn: &ConnInfo, direction: Direction, chunk: Chunk);
     fn closed(&mut self, conn: &ConnInfo, end: ConnEnd, at_ns: u64);
+    /// A process exec'd, exited or forked (after its connections were ended, for an exit).
+    fn process(&mut self, _ev: &ProcEv) {}
 }
 
 /// Counts of what the tracker did, dropped or evicted.
@@ -253,9 +255,11 @@ impl ConnTracker {
             Event::Data(d) => self.data(d, sink),
             Event::ConnClose(c) => self.close(c, sink),
             Event::Proc(p) if p.kind == ProcKind::Exit => {
-                return Some(self.process_exit(p.meta.pid, p.meta.exit_ns, sink));
+                let r = self.process_exit(p.meta.pid, p.meta.exit_ns, sink);
+                sink.process(&p);
+                return Some(r);
             }
-            Event::Proc(_) => {}
+            Event::Proc(p) => sink.process(&p),
         }
         None
     }

@@ -1,0 +1,208 @@
+//! The configuration file (`--config sonde.toml`). Every section and field is optional; the
+//! defaults are documented per field. Precedence: this file < environment variables (the
+//! standard `OTEL_*` ones and `SONDE_*`) < command-line flags. Unknown fields are errors, so a
+//! typo never silently does nothing.
+//!
+//! ```toml
+//! [capture]
+//! capture_bytes = 4096            # bytes copied per read/write, 0..=16384
+//! ring_buffer_bytes = 16777216    # kernel ring buffer (power of two)
+//! pids = [1234]                   # trace only these processes (and their children)
+//! cgroups = ["system.slice/app"]  # trace only these cgroups (v2)
+//! exclude_pids = []
+//!
+//! [http]
+//! routes = ["/users/{id}/orders/{order}"]   # route patterns; win over the heuristic
+//! query_allowlist = ["page"]                # query parameters whose values are kept
+//!
+//! [output]
+//! format = "otlp"       # console | jsonl | otlp | debug | none
+//! file = "spans.jsonl"  # for console and jsonl; default stdout
+//! full_ids = false      # console: whole trace/span ids
+//!
+//! [metrics]
+//! address = "127.0.0.1:9464"   # /metrics, /healthz, /readyz; "" turns it off
+//!
+//! [export.otlp]         # the OTEL_EXPORTER_OTLP_* / OTEL_BSP_* settings
+//! endpoint = "http://collector:4317"
+//! protocol = "grpc"
+//! compression = "gzip"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sonde_export::config::ExportFileConfig;
+
+/// What a config file holds.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub capture: CaptureSection,
+    #[serde(default)]
+    pub http: HttpSection,
+    #[serde(default)]
+    pub output: OutputSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    #[serde(default)]
+    pub export: ExportSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSection {
+    /// Bytes copied per syscall. Default 4096.
+    pub capture_bytes: Option<u32>,
+    /// Ring buffer size. Default 16 MiB.
+    pub ring_buffer_bytes: Option<u32>,
+    /// Processes to trace (default: all but sonde).
+    #[serde(default)]
+    pub pids: Vec<u32>,
+    /// cgroup v2 directories to trace.
+    #[serde(default)]
+    pub cgroups: Vec<String>,
+    /// Processes never traced.
+    #[serde(default)]
+    pub exclude_pids: Vec<u32>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Route patterns such as `/users/{id}`. Default none (the heuristic alone).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Query parameters whose values are exported; others become `REDACTED`. Default none.
+    #[serde(default)]
+    pub query_allowlist: Vec<String>,
+}
+
+/// Where spans go.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// One readable line per span (the default when no OTLP endpoint is configured).
+    Console,
+    /// One OTLP-JSON span per line.
+    Jsonl,
+    /// OTLP to a collector (the default when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set).
+    Otlp,
+    /// Connections and payload previews, no spans (debugging the capture).
+    Debug,
+    /// Nothing (counters only).
+    None,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    pub format: Option<OutputFormat>,
+    /// File for console and jsonl output. Default stdout.
+    pub file: Option<PathBuf>,
+    /// Console: print whole ids. Default false.
+    pub full_ids: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Listen address of `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:9464`;
+    /// an empty string turns the endpoint off.
+    pub address: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSection {
+    pub otlp: Option<ExportFileConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+impl FileConfig {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigFileError> {
+        toml::from_str(text).map_err(|e| ConfigFileError::Parse {
+            path: path.to_owned(),
+            // toml's message names the field and the line; unknown fields list the valid ones.
+            message: e.to_string().trim_end().replace('\n', " "),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_section() {
+        let text = r#"
+[capture]
+capture_bytes = 1024
+pids = [1, 2]
+[http]
+routes = ["/users/{id}"]
+query_allowlist = ["page"]
+[output]
+format = "jsonl"
+file = "/tmp/x.jsonl"
+[metrics]
+address = ""
+[export.otlp]
+endpoint = "http://collector:4317"
+compression = "gzip"
+"#;
+        let c = FileConfig::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(c.capture.capture_bytes, Some(1024));
+        assert_eq!(c.capture.pids, vec![1, 2]);
+        assert_eq!(c.http.routes, vec!["/users/{id}"]);
+        assert_eq!(c.output.format, Some(OutputFormat::Jsonl));
+        assert_eq!(c.metrics.address.as_deref(), Some(""));
+        let otlp = c.export.otlp.unwrap();
+        assert_eq!(otlp.endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(
+            FileConfig::parse(Path::new("e"), "").unwrap(),
+            FileConfig::default()
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_that_name_the_field() {
+        let e = FileConfig::parse(Path::new("t.toml"), "[capture]\ncapture_byte = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("capture_byte"), "{e}");
+        assert!(
+            e.contains("capture_bytes"),
+            "the message lists valid fields: {e}"
+        );
+        let e = FileConfig::parse(Path::new("t.toml"), "[output]\nformat = \"xml\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("xml") && e.contains("console"), "{e}");
+        let e = FileConfig::parse(Path::new("t.toml"), "[export.otlp]\nendpoit = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("endpoit"), "{e}");
+    }
+}

@@ -1,0 +1,243 @@
+//! Self-telemetry: every counter of every stage, rendered as Prometheus text for `/metrics`
+//! and as JSON for `--summary-json`.
+//!
+//! The capture thread publishes a snapshot of its counters once per tick (the kernel's per-CPU
+//! counters are read then); the HTTP server renders the latest snapshot together with the
+//! exporter's live atomics. Counters only grow, so a scrape between two ticks is at most one
+//! tick behind.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use sonde_export::{prom, stats::ExportStats};
+
+use crate::{capture::Summary, span::SpanStats};
+
+/// What the capture thread last published.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub capture: Summary,
+    pub spans: SpanStats,
+    /// Run time and count of each kernel program (zero unless `kernel.bpf_stats_enabled`).
+    pub programs: Vec<(String, Duration, u64)>,
+}
+
+/// Shared between the capture thread, the metrics server and `main`.
+#[derive(Default)]
+pub struct Telemetry {
+    snapshot: Mutex<Snapshot>,
+    /// Set once the kernel programs are attached: `/readyz` says 200 from then on.
+    pub ready: Arc<AtomicBool>,
+    export: Mutex<Option<Arc<ExportStats>>>,
+}
+
+/// CPU seconds (user + system) and resident bytes of this process.
+fn process_usage() -> (f64, u64) {
+    let mut ru = libc::rusage {
+        // SAFETY: rusage is plain integers; all-zero is valid.
+        ..unsafe { std::mem::zeroed() }
+    };
+    // SAFETY: a valid pointer to a rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let cpu = ru.ru_utime.tv_sec as f64
+        + ru.ru_utime.tv_usec as f64 / 1e6
+        + ru.ru_stime.tv_sec as f64
+        + ru.ru_stime.tv_usec as f64 / 1e6;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        // SAFETY: sysconf has no preconditions.
+        .map_or(0, |pages| {
+            pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+        });
+    (cpu, rss)
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn publish(&self, snapshot: Snapshot) {
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = snapshot;
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn set_export(&self, stats: Arc<ExportStats>) {
+        if let Ok(mut e) = self.export.lock() {
+            *e = Some(stats);
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// The whole `/metrics` body.
+    pub fn render_prometheus(&self) -> String {
+        let s = self.snapshot();
+        let mut w = prom::Writer::new();
+        let k = &s.capture.kernel;
+        let c = &s.capture.conns;
+        w.counter(
+            "sonde_events_received_total",
+            "Records read from the kernel ring buffer.",
+        )
+        .sample(&[], s.capture.records as f64);
+        w.counter(
+            "sonde_events_lost_total",
+            "Records the kernel could not write because the ring buffer was full.",
+        )
+        .sample(&[], k.get(sonde_proto::Counter::RingbufFull) as f64);
+        let mut f = w.counter(
+            "sonde_bytes_total",
+            "Bytes moved by traced syscalls: captured, not captured (truncated), and in records lost to a full ring buffer.",
+        );
+        for (kind, n) in [
+            ("captured", k.get(sonde_proto::Counter::CapturedBytes)),
+            ("truncated", k.get(sonde_proto::Counter::TruncatedBytes)),
+            ("lost", k.get(sonde_proto::Counter::RingbufFullBytes)),
+        ] {
+            f = f.sample(&[("kind", kind)], n as f64);
+        }
+        let mut f = w.counter(
+            "sonde_kernel_counter_total",
+            "Every counter of the kernel programs, by name (summed over CPUs).",
+        );
+        for (name, n) in &k.0 {
+            f = f.sample(&[("counter", name)], *n as f64);
+        }
+        w.counter(
+            "sonde_decode_errors_total",
+            "Kernel records that failed to decode.",
+        )
+        .sample(&[], s.capture.decode_errors.total() as f64);
+        w.gauge("sonde_connections_tracked", "Connections tracked now.")
+            .sample(&[], s.capture.conns_tracked as f64);
+        w.counter(
+            "sonde_connections_opened_total",
+            "Connections that became known, by how.",
+        )
+        .sample(&[("source", "connect_or_accept")], c.opened as f64)
+        .sample(&[("source", "discovered")], c.discovered as f64);
+        w.counter(
+            "sonde_connections_ended_total",
+            "Connections no longer tracked, by why.",
+        )
+        .sample(&[("reason", "closed")], c.closed as f64)
+        .sample(&[("reason", "process_exit")], c.ended_by_exit as f64)
+        .sample(&[("reason", "evicted_idle")], c.evicted_idle as f64)
+        .sample(&[("reason", "evicted_limit")], c.evicted_limit as f64);
+        w.counter(
+            "sonde_stream_gap_bytes_total",
+            "Bytes of connection streams delivered as gaps, by reason.",
+        )
+        .sample(
+            &[("reason", "not_captured")],
+            c.gap_not_captured_bytes as f64,
+        )
+        .sample(&[("reason", "unreadable")], c.gap_unreadable_bytes as f64)
+        .sample(&[("reason", "lost")], c.gap_lost_bytes as f64);
+        w.counter(
+            "sonde_stream_reordered_total",
+            "Records put back in stream order (or resequenced after an offset race).",
+        )
+        .sample(&[("kind", "reordered")], c.reordered as f64)
+        .sample(&[("kind", "resequenced")], c.resequenced as f64)
+        .sample(&[("kind", "reorder_overflow")], c.pending_overflows as f64);
+        let mut f = w.counter(
+            "sonde_protocol_connections_total",
+            "Connections by detected protocol.",
+        );
+        for (p, n) in &s.spans.conns_by_protocol {
+            f = f.sample(&[("protocol", p)], *n as f64);
+        }
+        let mut f = w.counter(
+            "sonde_parse_errors_total",
+            "Protocol parse errors, by protocol and kind.",
+        );
+        for ((p, kind), n) in &s.spans.parse_errors {
+            f = f.sample(&[("protocol", p), ("kind", kind)], *n as f64);
+        }
+        let mut f = w.counter(
+            "sonde_incomplete_exchanges_total",
+            "Requests without a complete response, by reason.",
+        );
+        for (reason, n) in &s.spans.incomplete {
+            f = f.sample(&[("reason", reason)], *n as f64);
+        }
+        w.counter("sonde_spans_created_total", "Spans built from traffic.")
+            .sample(&[], s.spans.spans_created as f64);
+        if let Some(e) = self.export.lock().ok().and_then(|e| e.clone()) {
+            e.render_prometheus(&mut w);
+        }
+        let mut f = w.counter(
+            "sonde_bpf_program_run_seconds_total",
+            "Time the kernel spent in each sonde program (only while kernel.bpf_stats_enabled=1).",
+        );
+        for (name, t, _) in &s.programs {
+            f = f.sample(&[("program", name)], t.as_secs_f64());
+        }
+        let mut f = w.counter(
+            "sonde_bpf_program_runs_total",
+            "Runs of each sonde program (only while kernel.bpf_stats_enabled=1).",
+        );
+        for (name, _, n) in &s.programs {
+            f = f.sample(&[("program", name)], *n as f64);
+        }
+        let (cpu, rss) = process_usage();
+        w.counter(
+            "sonde_process_cpu_seconds_total",
+            "CPU time (user + system) of the agent.",
+        )
+        .sample(&[], cpu);
+        w.gauge(
+            "sonde_process_resident_memory_bytes",
+            "Resident memory of the agent.",
+        )
+        .sample(&[], rss as f64);
+        w.finish()
+    }
+
+    /// Everything as one JSON document (`--summary-json`).
+    pub fn summary_json(&self) -> Value {
+        let s = self.snapshot();
+        let export = self.export.lock().ok().and_then(|e| e.clone()).map(|e| {
+            let x = e.snapshot();
+            json!({
+                "created": x.created,
+                "exported": x.exported,
+                "dropped": x.dropped.iter().map(|(r, n)| (r.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "retries": x.retries,
+                "queued": x.queue_len,
+                "in_flight": x.in_flight,
+                "balanced": x.is_balanced(),
+            })
+        });
+        let (cpu, rss) = process_usage();
+        json!({
+            "kernel": s.capture.kernel.0,
+            "capture": s.capture.lines(),
+            "spans": {
+                "created": s.spans.spans_created,
+                "by_protocol": s.spans.conns_by_protocol,
+                "parse_errors": s.spans.parse_errors.iter().map(|((p, k), n)| (format!("{p}/{k}"), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "incomplete": s.spans.incomplete,
+            },
+            "export": export,
+            "programs": s.programs.iter().map(|(n, t, c)| json!({"name": n, "run_time_ns": t.as_nanos() as u64, "run_count": c})).collect::<Vec<_>>(),
+            "process": {"cpu_seconds": cpu, "rss_bytes": rss},
+        })
+    }
+}

@@ -1,0 +1,275 @@
+//! A writer for the Prometheus text exposition format, version 0.0.4.
+//!
+//! The agent renders all its counters through this on every scrape, so it only appends to a
+//! `String`: no registry, no locking. Families write their `# HELP`/`# TYPE` lines once, then
+//! samples; label values and help text are escaped as the format requires.
+//!
+//! ```
+//! let mut w = sonde_export::prom::Writer::new();
+//! w.counter("sonde_drops_total", "Drops, by reason.")
+//!     .sample(&[("reason", "queue_full")], 3.0)
+//!     .sample(&[("reason", "parser")], 0.0);
+//! assert!(w.finish().contains("sonde_drops_total{reason=\"queue_full\"} 3\n"));
+//! ```
+
+use std::fmt::Write as _;
+
+use crate::stats::HistogramSnapshot;
+
+/// The `Content-Type` of what [`Writer::finish`] returns.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Accumulates one exposition.
+#[derive(Debug, Default)]
+pub struct Writer {
+    out: String,
+}
+
+/// Samples of one metric family.
+pub struct Family<'w> {
+    w: &'w mut Writer,
+    name: &'w str,
+}
+
+/// Samples of one histogram family.
+pub struct HistogramFamily<'w> {
+    w: &'w mut Writer,
+    name: &'w str,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn counter<'w>(&'w mut self, name: &'w str, help: &str) -> Family<'w> {
+        self.header(name, help, "counter");
+        Family { w: self, name }
+    }
+
+    pub fn gauge<'w>(&'w mut self, name: &'w str, help: &str) -> Family<'w> {
+        self.header(name, help, "gauge");
+        Family { w: self, name }
+    }
+
+    pub fn histogram<'w>(&'w mut self, name: &'w str, help: &str) -> HistogramFamily<'w> {
+        self.header(name, help, "histogram");
+        HistogramFamily { w: self, name }
+    }
+
+    /// The exposition text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+
+    fn header(&mut self, name: &str, help: &str, kind: &str) {
+        debug_assert!(is_valid_metric_name(name), "invalid metric name {name:?}");
+        self.out.push_str("# HELP ");
+        self.out.push_str(name);
+        self.out.push(' ');
+        escape_help(&mut self.out, help);
+        self.out.push_str("\n# TYPE ");
+        self.out.push_str(name);
+        self.out.push(' ');
+        self.out.push_str(kind);
+        self.out.push('\n');
+    }
+
+    fn line(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        extra: Option<(&str, &str)>,
+        value: f64,
+    ) {
+        self.out.push_str(name);
+        self.out.push_str(suffix);
+        if !labels.is_empty() || extra.is_some() {
+            self.out.push('{');
+            let mut first = true;
+            for (k, v) in labels.iter().copied().chain(extra) {
+                debug_assert!(is_valid_label_name(k), "invalid label name {k:?}");
+                if !first {
+                    self.out.push(',');
+                }
+                first = false;
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_label_value(&mut self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        push_value(&mut self.out, value);
+        self.out.push('\n');
+    }
+}
+
+impl<'w> Family<'w> {
+    /// One sample with these labels.
+    pub fn sample(self, labels: &[(&str, &str)], value: f64) -> Self {
+        self.w.line(self.name, "", labels, None, value);
+        self
+    }
+}
+
+impl<'w> HistogramFamily<'w> {
+    /// The `_bucket`, `_sum` and `_count` lines of one labelled histogram.
+    pub fn sample(self, labels: &[(&str, &str)], h: &HistogramSnapshot) -> Self {
+        let mut le = String::new();
+        for (i, count) in h.cumulative.iter().enumerate() {
+            le.clear();
+            match h.bounds.get(i) {
+                Some(b) => push_value(&mut le, *b),
+                None => le.push_str("+Inf"),
+            }
+            self.w.line(
+                self.name,
+                "_bucket",
+                labels,
+                Some(("le", &le)),
+                *count as f64,
+            );
+        }
+        self.w.line(self.name, "_sum", labels, None, h.sum_seconds);
+        self.w
+            .line(self.name, "_count", labels, None, h.count as f64);
+        self
+    }
+}
+
+/// `\` and newline are escaped in HELP text.
+fn escape_help(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// `\`, `"` and newline are escaped in label values.
+fn escape_label_value(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Go-style float text: integers without a fraction, `NaN`, `+Inf`, `-Inf`.
+fn push_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__` (reserved).
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    !name.starts_with("__")
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_with_help_type_and_escaped_labels() {
+        let mut w = Writer::new();
+        w.counter("x_total", "Help with \\ and\nnewline.")
+            .sample(&[("path", "a\"b\\c\nd"), ("k", "v")], 2.0)
+            .sample(&[], 0.5);
+        assert_eq!(
+            w.finish(),
+            "# HELP x_total Help with \\\\ and\\nnewline.\n\
+             # TYPE x_total counter\n\
+             x_total{path=\"a\\\"b\\\\c\\nd\",k=\"v\"} 2\n\
+             x_total 0.5\n"
+        );
+    }
+
+    #[test]
+    fn gauge_values_special_floats() {
+        let mut w = Writer::new();
+        w.gauge("g", "G.")
+            .sample(&[("a", "1")], f64::NAN)
+            .sample(&[("a", "2")], f64::INFINITY)
+            .sample(&[("a", "3")], f64::NEG_INFINITY)
+            .sample(&[("a", "4")], -7.0)
+            .sample(&[("a", "5")], 1e20);
+        let text = w.finish();
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert_eq!(
+            lines,
+            [
+                "g{a=\"1\"} NaN",
+                "g{a=\"2\"} +Inf",
+                "g{a=\"3\"} -Inf",
+                "g{a=\"4\"} -7",
+                "g{a=\"5\"} 100000000000000000000"
+            ]
+        );
+        assert!(text.starts_with("# HELP g G.\n# TYPE g gauge\n"));
+    }
+
+    #[test]
+    fn histogram_lines() {
+        let h = HistogramSnapshot {
+            bounds: vec![0.1, 1.0],
+            cumulative: vec![1, 3, 4],
+            sum_seconds: 2.5,
+            count: 4,
+        };
+        let mut w = Writer::new();
+        w.histogram("lat_seconds", "Latency.")
+            .sample(&[("op", "x")], &h);
+        let text = w.finish();
+        assert_eq!(
+            text.lines().skip(2).collect::<Vec<_>>(),
+            [
+                "lat_seconds_bucket{op=\"x\",le=\"0.1\"} 1",
+                "lat_seconds_bucket{op=\"x\",le=\"1\"} 3",
+                "lat_seconds_bucket{op=\"x\",le=\"+Inf\"} 4",
+                "lat_seconds_sum{op=\"x\"} 2.5",
+                "lat_seconds_count{op=\"x\"} 4",
+            ]
+        );
+    }
+
+    #[test]
+    fn name_validation() {
+        assert!(is_valid_metric_name("sonde:x_total"));
+        assert!(!is_valid_metric_name("9x"));
+        assert!(!is_valid_metric_name("a-b"));
+        assert!(!is_valid_metric_name(""));
+        assert!(is_valid_label_name("reason"));
+        assert!(!is_valid_label_name("__name__"));
+        assert!(!is_valid_label_name("a:b"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Which protocol does one direction of a connection speak?
+//!
+//! Detection only looks at the first bytes of a direction and never consumes them: the parser
+//! that wins is then fed the same bytes from the start (deepflow's `check_payload` before
+//! `parse_payload`). It is deliberately strict, a known method token rather than any token, so
+//! that binary protocols are not mistaken for HTTP and so the HTTP/1 parser can use the same
+//! rule to find the next message after it lost its place.
+//!
+//! ```text
+//! request   METHOD SP ...                       METHOD from METHODS, e.g. "GET "
+//! response  "HTTP/1." ("0" | "1") SP 3DIGIT ...  e.g. "HTTP/1.1 200"
+//! h2        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"   the 24-byte client connection preface
+//! ```
+
+/// What the first bytes of one direction of a connection look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Detected {
+    /// An HTTP/1.x request: a known method token followed by SP.
+    Http1Request,
+    /// An HTTP/1.x response: `HTTP/1.0 ` or `HTTP/1.1 ` and a 3-digit status code.
+    Http1Response,
+    /// The HTTP/2 client connection preface ([`HTTP2_PREFACE`]), complete.
+    Http2Preface,
+    /// The bytes so far are a proper prefix of one of the above: ask again with more bytes.
+    NeedMore,
+    /// None of the above.
+    Unknown,
+}
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+pub const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Request methods recognised at the start of a request: RFC 9110, PATCH, the WebDAV family
+/// (RFC 4918, 3253, 3744, 4791, 5323, 5842), QUERY and the cache `PURGE` of nginx and Varnish.
+pub const METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "QUERY",
+    "PURGE",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "REPORT",
+    "MKCALENDAR",
+    "MKACTIVITY",
+    "MKWORKSPACE",
+    "CHECKOUT",
+    "CHECKIN",
+    "UNCHECKOUT",
+    "VERSION-CONTROL",
+    "BASELINE-CONTROL",
+    "MERGE",
+    "UPDATE",
+    "LABEL",
+    "ACL",
+    "BIND",
+    "UNBIND",
+    "REBIND",
+    "ORDERPATCH",
+];
+
+/// Classifies the first bytes of one direction of a connection.
+///
+/// `bytes` must start at the first byte of the direction (or of a message). An empty slice
+/// gives [`Detected::NeedMore`].
+pub fn detect(bytes: &[u8]) -> Detected {
+    let mut need_more = false;
+    for (prefix, detected) in [
+        (request_start(bytes), Detected::Http1Request),
+        (response_start(bytes), Detected::Http1Response),
+        (literal(bytes, HTTP2_PREFACE), Detected::Http2Preface),
+    ] {
+        match prefix {
+            Prefix::Match(_) => return detected,
+            Prefix::Partial => need_more = true,
+            Prefix::Mismatch(_) => {}
+        }
+    }
+    if need_more {
+        Detected::NeedMore
+    } else {
+        Detected::Unknown
+    }
+}
+
+/// How `bytes` compare with the start of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Prefix {
+    /// The first `n` bytes are a complete message start.
+    Match(usize),
+    /// All of `bytes` is a proper prefix of a message start.
+    Partial,
+    /// `bytes[i]` is the first byte that cannot continue any message start.
+    Mismatch(usize),
+}
+
+/// Whether `b` is the first byte of a method in [`METHODS`].
+pub(crate) fn is_method_initial(b: u8) -> bool {
+    METHOD_INITIALS[usize::from(b)]
+}
+
+const METHOD_INITIALS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < METHODS.len() {
+        table[METHODS[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// `METHOD SP` with a method from [`METHODS`].
+pub(crate) fn request_start(bytes: &[u8]) -> Prefix {
+    let mut furthest = 0;
+    for method in METHODS {
+        match literal_parts(bytes, &[method.as_bytes(), b" "]) {
+            Prefix::Match(n) => return Prefix::Match(n),
+            Prefix::Partial => return Prefix::Partial,
+            Prefix::Mismatch(i) => furthest = furthest.max(i),
+        }
+    }
+    Prefix::Mismatch(furthest)
+}
+
+/// `HTTP/1.0 ` or `HTTP/1.1 `, then three digits.
+pub(crate) fn response_start(bytes: &[u8]) -> Prefix {
+    const LEN: usize = 12;
+    for i in 0..LEN {
+        let Some(&b) = bytes.get(i) else {
+            return Prefix::Partial;
+        };
+        let ok = match i {
+            0..=6 => b == b"HTTP/1."[i],
+            7 => b == b'0' || b == b'1',
+            8 => b == b' ',
+            _ => b.is_ascii_digit(),
+        };
+        if !ok {
+            return Prefix::Mismatch(i);
+        }
+    }
+    Prefix::Match(LEN)
+}
+
+fn literal(bytes: &[u8], lit: &[u8]) -> Prefix {
+    literal_parts(bytes, &[lit])
+}
+
+/// Compares `bytes` with the concatenation of `parts`.
+fn literal_parts(bytes: &[u8], parts: &[&[u8]]) -> Prefix {
+    let mut i = 0;
+    for &expected in parts.iter().flat_map(|p| p.iter()) {
+        match bytes.get(i) {
+            None => return Prefix::Partial,
+            Some(&b) if b != expected => return Prefix::Mismatch(i),
+            Some(_) => i += 1,
+        }
+    }
+    Prefix::Match(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_complete_starts() {
+        let cases: &[(&[u8], Detected)] = &[
+            (b"GET / HTTP/1.1\r\n", Detected::Http1Request),
+            (b"POST ", Detected::Http1Request),
+            (b"PROPFIND /dav HTTP/1.1\r\n", Detected::Http1Request),
+            (b"VERSION-CONTROL /x HTTP/1.1", Detected::Http1Request),
+            (b"HTTP/1.1 200 OK\r\n", Detected::Http1Response),
+            (b"HTTP/1.0 404", Detected::Http1Response),
+            (HTTP2_PREFACE, Detected::Http2Preface),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\x12\x04",
+                Detected::Http2Preface,
+            ),
+            (b"", Detected::NeedMore),
+            (b"G", Detected::NeedMore),
+            (b"GET", Detected::NeedMore),
+            (b"P", Detected::NeedMore),
+            (b"PRI * HTTP/2", Detected::NeedMore),
+            (b"HTTP/1.1 20", Detected::NeedMore),
+            (b"GETX / HTTP/1.1", Detected::Unknown),
+            (b"get / HTTP/1.1", Detected::Unknown),
+            (b"HTTP/2 200", Detected::Unknown),
+            (b"HTTP/1.1 2x0", Detected::Unknown),
+            (b"HTTP/1.2 200", Detected::Unknown),
+            (b"FOO / HTTP/1.1", Detected::Unknown),
+            (b"\x16\x03\x01\x02\x00", Detected::Unknown),
+            (b"\0\0\x12\x04\0\0\0\0\0", Detected::Unknown),
+            (b"PRI / HTTP/1.1", Detected::Unknown),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(detect(bytes), *want, "{:?}", String::from_utf8_lossy(bytes));
+        }
+    }
+
+    #[test]
+    fn every_proper_prefix_needs_more() {
+        let starts: &[(&[u8], Detected)] = &[
+            (b"OPTIONS ", Detected::Http1Request),
+            (b"DELETE ", Detected::Http1Request),
+            (b"HTTP/1.0 304", Detected::Http1Response),
+            (HTTP2_PREFACE, Detected::Http2Preface),
+        ];
+        for (full, want) in starts {
+            for n in 0..full.len() {
+                assert_eq!(detect(&full[..n]), Detected::NeedMore, "{n} of {full:?}");
+            }
+            assert_eq!(detect(full), *want);
+        }
+    }
+
+    #[test]
+    fn method_initials_match_the_list() {
+        for b in 0..=255u8 {
+            let want = METHODS.iter().any(|m| m.as_bytes()[0] == b);
+            assert_eq!(is_method_initial(b), want, "{b}");
+        }
+        assert!(is_method_initial(b'G') && is_method_initial(b'V') && !is_method_initial(b'g'));
+    }
+
+    #[test]
+    fn mismatch_points_at_the_first_impossible_byte() {
+        assert_eq!(request_start(b"GEX"), Prefix::Mismatch(2));
+        assert_eq!(request_start(b"PROPFINX"), Prefix::Mismatch(7));
+        assert_eq!(request_start(b"\n"), Prefix::Mismatch(0));
+        assert_eq!(request_start(b"GET /"), Prefix::Match(4));
+        assert_eq!(response_start(b"HTTP/1.1 2a"), Prefix::Mismatch(10));
+        assert_eq!(response_start(b"HTTP/1.1 200 OK"), Prefix::Match(12));
+    }
+}

@@ -1,0 +1,734 @@
+//! `cargo xtask bench`: sonde's overhead against no tracing and against SDK instrumentation,
+//! every scenario side by side in one run.
+//!
+//! Servers (nginx, a Python threading app, the same app instrumented with the OpenTelemetry
+//! Python SDK) run in a cgroup of their own; sonde traces that cgroup and exports OTLP/gRPC to a
+//! real receiver that counts spans. Loads are fixed-rate (`hey -q`) and saturation (`wrk`).
+//! Configurations alternate within each repetition (ABCABC...), so drift on a noisy machine
+//! spreads over all of them; each figure is the median of the repetitions with min–max.
+//!
+//! Per scenario: throughput and latency ratios against the untraced baseline measured in the
+//! same run, agent CPU per request (sonde's threads' on-CPU time from /proc schedstat ÷
+//! requests), in-kernel cost per request (the BPF programs' run time from the kernel's
+//! statistics ÷ requests), span completeness (spans received ÷ requests completed), agent peak
+//! RSS. No assertion on any of them: they are measurements.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead as _, BufReader},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{setup::peers_python, workspace_root};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// One short repetition of a few scenarios: keeps the harness working (CI).
+    Smoke,
+    /// Three repetitions, 5 s runs.
+    Quick,
+    /// Five repetitions, 10 s runs, every rate.
+    Full,
+}
+
+struct Plan {
+    reps: usize,
+    seconds: u64,
+    /// Fixed rates in requests per second; `None` is saturation.
+    loads: Vec<Option<u32>>,
+    targets: Vec<TargetKind>,
+    sdk: bool,
+    idle_conns: usize,
+}
+
+impl Plan {
+    fn of(mode: Mode) -> Self {
+        match mode {
+            Mode::Smoke => Self {
+                reps: 1,
+                seconds: 2,
+                loads: vec![Some(1000), None],
+                targets: vec![TargetKind::Nginx, TargetKind::Python],
+                sdk: true,
+                idle_conns: 100,
+            },
+            Mode::Quick => Self {
+                reps: 3,
+                seconds: 5,
+                loads: vec![Some(1000), Some(5000), None],
+                targets: vec![TargetKind::Nginx, TargetKind::Python],
+                sdk: true,
+                idle_conns: 1000,
+            },
+            Mode::Full => Self {
+                reps: 5,
+                seconds: 10,
+                loads: vec![Some(1000), Some(5000), Some(20000), None],
+                targets: vec![TargetKind::Nginx, TargetKind::Python],
+                sdk: true,
+                idle_conns: 1000,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TargetKind {
+    Nginx,
+    Python,
+}
+
+impl TargetKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Nginx => "nginx",
+            Self::Python => "python",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Config {
+    Untraced,
+    Sonde,
+    PythonSdk,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Untraced => "untraced",
+            Self::Sonde => "sonde",
+            Self::PythonSdk => "otel-python-sdk",
+        }
+    }
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Default)]
+struct Sample {
+    requests: u64,
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    agent_cpu_us_per_req: Option<f64>,
+    kernel_ns_per_req: Option<f64>,
+    completeness: Option<f64>,
+    agent_rss_mib: Option<f64>,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on {addr}")
+}
+
+/// A cgroup v2 for the servers: sonde traces it and nothing else.
+struct BenchCgroup {
+    path: PathBuf,
+}
+
+impl BenchCgroup {
+    fn new() -> Result<Self> {
+        let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+        let root = mounts
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            })
+            .context("no cgroup v2 mount")?;
+        let path = root.join(format!("sonde-bench-{}", std::process::id()));
+        fs::create_dir_all(&path)?;
+        Ok(Self { path })
+    }
+
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let procs = std::ffi::CString::new(
+            self.path
+                .join("cgroup.procs")
+                .to_string_lossy()
+                .into_owned(),
+        )
+        .expect("path without NUL");
+        // SAFETY: only async-signal-safe calls between fork and exec, on a string made before.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+impl Drop for BenchCgroup {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            if fs::remove_dir(&self.path).is_ok() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read_ready(child: &mut Child) -> Result<()> {
+    let out = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line)?;
+    if !line.starts_with("ready") {
+        bail!("peer did not start: {line:?}");
+    }
+    Ok(())
+}
+
+fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    fs::create_dir_all(dir)?;
+    let conf = format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
+         client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n  fastcgi_temp_path {d}/f;\n\
+         uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n\
+         server {{\n    listen 127.0.0.1:{port} backlog=4096;\n\
+         location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+        d = dir.display()
+    );
+    fs::write(dir.join("nginx.conf"), conf)?;
+    let child = cg
+        .command("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start nginx")?;
+    wait_port(port)?;
+    Ok((Proc(child), port))
+}
+
+fn start_app(cg: &BenchCgroup, sdk_endpoint: Option<&str>) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let mut cmd = cg.command(peers_python());
+    cmd.arg(workspace_root().join("bench/peers/app.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(e) = sdk_endpoint {
+        // The same batching delay as sonde's exporter in this benchmark.
+        cmd.args(["--otel-sdk", e])
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    }
+    let mut child = cmd.spawn().context("start the Python app")?;
+    read_ready(&mut child)?;
+    wait_port(port)?;
+    Ok((Proc(child), port))
+}
+
+fn start_sink(dir: &Path) -> Result<(Proc, u16, PathBuf)> {
+    let port = free_port()?;
+    let counts = dir.join("sink-counts.json");
+    let mut child = Command::new(peers_python())
+        .arg(workspace_root().join("bench/peers/count_sink.py"))
+        .arg(port.to_string())
+        .arg(&counts)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the OTLP receiver")?;
+    read_ready(&mut child)?;
+    Ok((Proc(child), port, counts))
+}
+
+fn sink_count(path: &Path) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| serde_json::from_str::<BTreeMap<String, u64>>(&s).ok())
+        .map_or(0, |m| m.values().sum())
+}
+
+/// sonde tracing the bench cgroup, exporting to the receiver.
+struct Agent {
+    proc: Proc,
+    summary: PathBuf,
+}
+
+fn start_sonde(sonde: &Path, cg: &BenchCgroup, sink_port: u16, dir: &Path) -> Result<Agent> {
+    let summary = dir.join(format!("sonde-summary-{}.json", free_port()?));
+    let mut child = Command::new(sonde)
+        .arg("run")
+        .arg("--cgroup")
+        .arg(&cg.path)
+        .args(["--output", "otlp", "--summary-json"])
+        .arg(&summary)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{sink_port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("SONDE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start sonde")?;
+    // sonde says "tracing ..." on stderr once its programs are attached.
+    let err = child.stderr.take().context("stderr")?;
+    let mut reader = BufReader::new(err);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            bail!("sonde exited before it was ready");
+        }
+        if line.contains("tracing") {
+            break;
+        }
+    }
+    thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+            sink.clear();
+        }
+    });
+    Ok(Agent {
+        proc: Proc(child),
+        summary,
+    })
+}
+
+/// On-CPU nanoseconds of every thread of `pid` (schedstat: ns precision).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn rss_hwm_mib(pid: u32) -> Option<f64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn parse_duration_ms(s: &str) -> Option<f64> {
+    let s = s.trim();
+    for (suffix, mul) in [("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60_000.0)] {
+        if let Some(v) = s.strip_suffix(suffix) {
+            return v.parse::<f64>().ok().map(|v| v * mul);
+        }
+    }
+    None
+}
+
+/// Saturation with wrk: (requests, rps, p50 ms, p99 ms).
+fn run_wrk(port: u16, seconds: u64) -> Result<(u64, f64, f64, f64)> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut requests = 0;
+    let mut rps = 0.0;
+    let (mut p50, mut p99) = (0.0, 0.0);
+    for line in text.lines() {
+        let l = line.trim();
+        if l.contains("requests in") {
+            requests = l
+                .split_whitespace()
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            p50 = parse_duration_ms(v).unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            p99 = parse_duration_ms(v).unwrap_or(0.0);
+        }
+    }
+    if requests == 0 {
+        bail!("wrk printed no result:\n{text}");
+    }
+    Ok((requests, rps, p50, p99))
+}
+
+/// A fixed rate with hey: (requests, rps, p50 ms, p99 ms).
+fn run_hey(port: u16, seconds: u64, rate: u32) -> Result<(u64, f64, f64, f64)> {
+    let workers = (rate / 100).clamp(1, 200);
+    let per_worker = rate / workers;
+    let out = Command::new("hey")
+        .args([
+            "-z",
+            &format!("{seconds}s"),
+            "-c",
+            &workers.to_string(),
+            "-q",
+            &per_worker.to_string(),
+        ])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("run hey")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut requests = 0;
+    let mut rps = 0.0;
+    let (mut p50, mut p99) = (0.0, 0.0);
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("[200]") {
+            requests = v
+                .split_whitespace()
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("50% in ") {
+            p50 = v.trim_end_matches(" secs").parse::<f64>().unwrap_or(0.0) * 1000.0;
+        } else if let Some(v) = l.strip_prefix("99% in ") {
+            p99 = v.trim_end_matches(" secs").parse::<f64>().unwrap_or(0.0) * 1000.0;
+        }
+    }
+    if requests == 0 {
+        bail!("hey printed no result:\n{text}");
+    }
+    Ok((requests, rps, p50, p99))
+}
+
+fn kernel_run_time_ns(summary: &Path) -> Option<u64> {
+    let v: Value = serde_json::from_str(&fs::read_to_string(summary).ok()?).ok()?;
+    Some(
+        v["programs"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["run_time_ns"].as_u64())
+            .sum(),
+    )
+}
+
+fn stop(agent: &mut Agent) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(agent.proc.0.id() as i32, libc::SIGTERM) };
+    let _ = agent.proc.0.wait();
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn stat(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = samples.iter().filter_map(&f).collect();
+    if v.is_empty() {
+        return None;
+    }
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((median(&mut v), min, max))
+}
+
+fn load_name(load: Option<u32>) -> String {
+    load.map_or_else(|| "saturation".into(), |r| format!("{r} req/s"))
+}
+
+/// Holds `n` idle keep-alive connections to `port` open; returns them.
+fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect()
+}
+
+pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
+    let plan = Plan::of(mode);
+    let out_dir = workspace_root().join("target/bench");
+    fs::create_dir_all(&out_dir)?;
+    let work = out_dir.join("work");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    // The kernel counts BPF run time only while this is on.
+    let stats_before = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
+    fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable BPF run-time stats")?;
+
+    let cg = BenchCgroup::new()?;
+    let (_sink, sink_port, counts) = start_sink(&work)?;
+    let sink_endpoint = format!("http://127.0.0.1:{sink_port}");
+    let (_nginx, nginx_port) = start_nginx(&cg, &work.join("nginx"))?;
+    let (_app, app_port) = start_app(&cg, None)?;
+    let sdk = if plan.sdk {
+        Some(start_app(&cg, Some(&sink_endpoint))?)
+    } else {
+        None
+    };
+
+    let mut results: BTreeMap<(TargetKind, String, Config), Vec<Sample>> = BTreeMap::new();
+    let started = Instant::now();
+    for rep in 0..plan.reps {
+        for &target in &plan.targets {
+            let mut configs = vec![Config::Untraced, Config::Sonde];
+            if target == TargetKind::Python && sdk.is_some() {
+                configs.push(Config::PythonSdk);
+            }
+            let n = configs.len();
+            configs.rotate_left(rep % n);
+            for &load in &plan.loads {
+                for &config in &configs {
+                    let port = match (target, config) {
+                        (TargetKind::Nginx, _) => nginx_port,
+                        (TargetKind::Python, Config::PythonSdk) => {
+                            sdk.as_ref().map(|s| s.1).unwrap_or(app_port)
+                        }
+                        (TargetKind::Python, _) => app_port,
+                    };
+                    let mut agent = if config == Config::Sonde {
+                        Some(start_sonde(sonde, &cg, sink_port, &work)?)
+                    } else {
+                        None
+                    };
+                    let spans_before = sink_count(&counts);
+                    let cpu_before = agent.as_ref().map(|a| cpu_ns(a.proc.0.id()));
+                    let run = match load {
+                        Some(rate) => run_hey(port, plan.seconds, rate),
+                        None => run_wrk(port, plan.seconds),
+                    };
+                    let (requests, rps, p50, p99) = run?;
+                    let mut sample = Sample {
+                        requests,
+                        rps,
+                        p50_ms: p50,
+                        p99_ms: p99,
+                        ..Sample::default()
+                    };
+                    if config != Config::Untraced {
+                        // Let the exporters flush before counting.
+                        thread::sleep(Duration::from_millis(1500));
+                    }
+                    if let Some(a) = agent.as_mut() {
+                        let pid = a.proc.0.id();
+                        let cpu = cpu_ns(pid).saturating_sub(cpu_before.unwrap_or(0));
+                        sample.agent_cpu_us_per_req = Some(cpu as f64 / 1000.0 / requests as f64);
+                        sample.agent_rss_mib = rss_hwm_mib(pid);
+                        stop(a);
+                        sample.kernel_ns_per_req =
+                            kernel_run_time_ns(&a.summary).map(|ns| ns as f64 / requests as f64);
+                    }
+                    if config != Config::Untraced {
+                        let got = sink_count(&counts).saturating_sub(spans_before);
+                        sample.completeness = Some(got as f64 / requests as f64);
+                    }
+                    eprintln!(
+                        "bench: rep {} {} {} {}: {} req, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms{}",
+                        rep + 1,
+                        target.name(),
+                        load_name(load),
+                        config.name(),
+                        requests,
+                        rps,
+                        p50,
+                        p99,
+                        sample
+                            .agent_cpu_us_per_req
+                            .map(|c| format!(", agent {c:.2} µs/req"))
+                            .unwrap_or_default()
+                    );
+                    results
+                        .entry((target, load_name(load), config))
+                        .or_default()
+                        .push(sample);
+                }
+            }
+        }
+    }
+
+    // Agent memory with many open connections.
+    let mut idle_rss = None;
+    if plan.idle_conns > 0 {
+        let mut agent = start_sonde(sonde, &cg, sink_port, &work)?;
+        let conns = idle_connections(nginx_port, plan.idle_conns);
+        // One request on each so that sonde tracks them.
+        for mut c in conns.iter() {
+            use std::io::Write as _;
+            let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n");
+        }
+        thread::sleep(Duration::from_secs(2));
+        idle_rss = rss_hwm_mib(agent.proc.0.id()).map(|r| (conns.len(), r));
+        stop(&mut agent);
+    }
+    let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", stats_before.trim());
+
+    let report = render(&results, idle_rss, mode, started.elapsed());
+    let json = report_json(&results, idle_rss, mode);
+    fs::write(out_dir.join("report.md"), &report)?;
+    fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    println!("{report}");
+    eprintln!(
+        "bench: wrote {} and report.json",
+        out_dir.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn fmt_stat(s: Option<(f64, f64, f64)>, digits: usize) -> String {
+    match s {
+        Some((m, lo, hi)) => format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})"),
+        None => "–".into(),
+    }
+}
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let cores = thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
+}
+
+fn render(
+    results: &BTreeMap<(TargetKind, String, Config), Vec<Sample>>,
+    idle_rss: Option<(usize, f64)>,
+    mode: Mode,
+    took: Duration,
+) -> String {
+    let mut s = format!(
+        "# sonde overhead benchmark ({mode:?} mode)\n\nMachine: {}. Took {:.0?}. Command: `cargo xtask bench --mode {}`.\n\
+         Medians of repetitions, min–max in parentheses. Ratios are against the untraced run of the same target and load.\n\n",
+        machine(),
+        took,
+        format!("{mode:?}").to_lowercase()
+    );
+    s.push_str("| target | load | config | req/s | throughput ratio | p50 ms | p50 ratio | p99 ms | p99 ratio | agent CPU µs/req | kernel ns/req | completeness | agent RSS MiB |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for ((target, load, config), samples) in results {
+        let base = results.get(&(*target, load.clone(), Config::Untraced));
+        let ratio = |f: fn(&Sample) -> f64| -> String {
+            let Some(base) = base else {
+                return "–".into();
+            };
+            let mut b: Vec<f64> = base.iter().map(f).collect();
+            let bm = median(&mut b);
+            let mut v: Vec<f64> = samples.iter().map(f).collect();
+            if bm == 0.0 {
+                return "–".into();
+            }
+            format!("{:.3}", median(&mut v) / bm)
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            target.name(),
+            load,
+            config.name(),
+            fmt_stat(stat(samples, |x| Some(x.rps)), 0),
+            ratio(|x| x.rps),
+            fmt_stat(stat(samples, |x| Some(x.p50_ms)), 2),
+            ratio(|x| x.p50_ms),
+            fmt_stat(stat(samples, |x| Some(x.p99_ms)), 2),
+            ratio(|x| x.p99_ms),
+            fmt_stat(stat(samples, |x| x.agent_cpu_us_per_req), 2),
+            fmt_stat(stat(samples, |x| x.kernel_ns_per_req), 0),
+            fmt_stat(stat(samples, |x| x.completeness.map(|c| c * 100.0)), 1).replace(" (", "% ("),
+            fmt_stat(stat(samples, |x| x.agent_rss_mib), 1),
+        ));
+    }
+    if let Some((n, rss)) = idle_rss {
+        s.push_str(&format!(
+            "\nAgent peak RSS with {n} open connections: {rss:.1} MiB.\n"
+        ));
+    }
+    s
+}
+
+fn report_json(
+    results: &BTreeMap<(TargetKind, String, Config), Vec<Sample>>,
+    idle_rss: Option<(usize, f64)>,
+    mode: Mode,
+) -> Value {
+    let rows: Vec<Value> = results
+        .iter()
+        .map(|((t, load, c), samples)| {
+            json!({
+                "target": t.name(),
+                "load": load,
+                "config": c.name(),
+                "samples": samples.iter().map(|x| json!({
+                    "requests": x.requests,
+                    "rps": x.rps,
+                    "p50_ms": x.p50_ms,
+                    "p99_ms": x.p99_ms,
+                    "agent_cpu_us_per_req": x.agent_cpu_us_per_req,
+                    "kernel_ns_per_req": x.kernel_ns_per_req,
+                    "completeness": x.completeness,
+                    "agent_rss_mib": x.agent_rss_mib,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "mode": format!("{mode:?}").to_lowercase(),
+        "machine": machine(),
+        "rows": rows,
+        "idle_connections": idle_rss.map(|(n, rss)| json!({"connections": n, "agent_rss_mib": rss})),
+    })
+}
