@@ -141,6 +141,9 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the test suite loads eBPF programs and must run as root");
     }
+    // The end-to-end tests run the `sonde` binary itself.
+    step("cargo build (the sonde binary the end-to-end tests run)");
+    run(cargo().args(["build", "--locked", "-p", "sonde"]))?;
     step("cargo test (unit and privileged tests)");
     let mut cmd = cargo();
     cmd.args(["test", "--locked"]);
@@ -151,7 +154,6 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
     // The benchmark harness must keep working: a short run on the debug build (its numbers
     // mean nothing; `cargo xtask bench` measures the release build).
     step("benchmark smoke run");
-    run(cargo().args(["build", "--locked", "-p", "sonde"]))?;
     bench::bench(
         bench::Mode::Smoke,
         &workspace_root().join("target/debug/sonde"),
