@@ -5,11 +5,19 @@
 //!   should own it (HTTP/1 request or response, HTTP/2 preface, or not yet known).
 //! - [`http1`] parses both directions of one HTTP/1.x connection incrementally and pairs
 //!   requests with responses, with exact stream offsets so the caller can time the exchange.
+//! - [`http2`] parses both directions of one HTTP/2 connection (frames, HPACK, streams),
+//!   including one joined in the middle or cut by capture gaps, and reports one exchange per
+//!   stream with exact stream offsets.
+//! - [`grpc`] reads gRPC calls (service, method, status, message counts) from HTTP/2 exchanges.
 //! - [`route`](mod@route) turns a request path into a low-cardinality route for span names.
 
 pub mod detect;
+pub mod grpc;
 pub mod http1;
+pub mod http2;
 pub mod route;
 
 pub use detect::{Detected, detect};
+pub use grpc::GrpcCall;
+pub use http2::{H2Conn, H2Event, H2Exchange};
 pub use route::{RouteError, RoutePattern, route, split_target};
