@@ -19,9 +19,14 @@
 // Atomic fetch-add on map values (stream offsets): the BPF target exposes no `AtomicU64`.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
+// Map inserts take `&value` on purpose: passing a scratch struct by value would copy it onto
+// the 512-byte BPF stack, which the verifier refuses for the larger ones.
+#![allow(clippy::needless_borrows_for_generic_args)]
 
+mod context;
 mod doctor;
 mod filter;
+mod inject;
 mod maps;
 mod process;
 mod sockets;
@@ -33,6 +38,10 @@ use sonde_proto::{DEFAULT_CAPTURE, KernelOffsets};
 /// Bytes copied per data syscall; set by the agent at load time (`--capture-bytes`).
 #[unsafe(no_mangle)]
 static CAPTURE_BYTES: u32 = DEFAULT_CAPTURE;
+
+/// 1 when `traceparent` injection into outgoing requests is on (set at load time).
+#[unsafe(no_mangle)]
+static INJECT: u32 = 0;
 
 /// Pending ring-buffer bytes above which a record wakes the agent up; below it the agent's
 /// periodic poll collects records, so a busy host pays one wakeup per batch, not per record.

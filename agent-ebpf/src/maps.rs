@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf, SockHash},
 };
 use sonde_proto::{
     COUNTER_SLOTS, ConnKey, ConnState, DataEvent, FilterConfig, MAX_CAPTURE, ProcState,
@@ -84,8 +84,127 @@ pub const OP_ACCEPT: u8 = 101;
 
 /// A data record under construction. The payload is twice the largest capture so that the
 /// verifier can prove every copy (offset < MAX_CAPTURE, length <= MAX_CAPTURE) stays inside.
+/// The rest is scratch for request-head scanning and injection plans (`context.rs`).
 #[repr(C)]
 pub struct DataBuf {
     pub event: DataEvent,
     pub payload: [u8; 2 * MAX_CAPTURE],
+    /// Offsets of line starts found in the head being scanned.
+    pub lines: [u16; HEAD_LINES],
+    pub nlines: u32,
+    /// Head scan results: end of the head, `traceparent` value and `Content-Length` value
+    /// offsets (0 when absent), a `Transfer-Encoding` header.
+    pub head_end: u32,
+    pub tp_off: u32,
+    pub cl_off: u32,
+    pub te: u32,
+    /// Bytes being scanned (kept in memory for the verifier's sake).
+    pub scan_len: u32,
+    pub plan: Plan,
+    /// A trace context record under construction.
+    pub ctx: sonde_proto::TraceCtxEvent,
+    /// A thread context under construction.
+    pub thread: ThreadCtx,
+    /// What a data program hands to the context program it tail-calls (`TAIL`).
+    pub tc: TailArgs,
 }
+
+/// Arguments of a tail call into a context program, in the scratch slot of the CPU (the
+/// caller and the callee run back to back on it).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TailArgs {
+    pub key: sonde_proto::ConnKey,
+    pub pid_tgid: u64,
+    /// Stream offset where the request starts.
+    pub seq: u64,
+    /// Bytes of the request's start in the payload.
+    pub len: u32,
+    pub _pad: u32,
+    /// Bytes the send is asked to send (client side).
+    pub total: u64,
+}
+
+/// Index of the server context program in [`TAIL`].
+pub const TAIL_CTX_SERVER: u32 = 0;
+/// Index of the client context program in [`TAIL`].
+pub const TAIL_CTX_CLIENT: u32 = 1;
+
+/// The context programs, filled by the agent. Head scanning runs in programs of its own so
+/// that each is verified once, with a fresh state, instead of inside every data program.
+#[map]
+pub static TAIL: ProgramArray = ProgramArray::with_max_entries(2, 0);
+
+/// Bytes of a request head the kernel scans (for `traceparent`, `Content-Length`, its end).
+pub const HEAD_SCAN: u32 = 1024;
+/// Lines of a request head the kernel looks at (a power of two).
+pub const HEAD_LINES: usize = 32;
+
+/// The request a thread is serving. Key: tid in [`THREAD_CTX`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadCtx {
+    pub trace_id: [u8; 16],
+    /// The server span's id: the parent of outgoing requests made meanwhile.
+    pub span_id: [u8; 8],
+    pub flags: u8,
+    pub _pad: [u8; 7],
+    /// Requests read and not yet answered by this thread.
+    pub outstanding: u32,
+    /// More than one request was outstanding at some point since the thread was last idle.
+    pub ambiguous: u32,
+    pub conn_id: u64,
+    pub at_ns: u64,
+}
+
+/// An injection the sk_msg program should do for the send in flight on a thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Plan {
+    /// Where the header goes: one past the request line's LF.
+    pub at: u32,
+    /// Set by the sk_msg program on the first message of the send.
+    pub done: u8,
+    /// `InjectOutcome` as decided (enter) and then as done (sk_msg).
+    pub outcome: u8,
+    pub _pad: [u8; 2],
+    pub conn_id: u64,
+    pub seq: u64,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent: [u8; 8],
+    pub flags: u8,
+    pub source: u8,
+    pub _pad2: [u8; 6],
+    /// `traceparent: 00-<trace>-<span>-<flags>\r\n`
+    pub header: [u8; crate::context::HEADER_LEN],
+    pub _pad3: [u8; 2],
+}
+
+/// Requests being served, by tid. Written by `context.rs` at request reads (server) and
+/// response writes; read when the same thread sends a request. LRU: a thread that dies
+/// mid-request leaves an entry that ages out (and is ignored when stale).
+#[map]
+pub static THREAD_CTX: LruHashMap<u32, ThreadCtx> = LruHashMap::with_max_entries(16384, 0);
+
+/// Injection plans, by pid_tgid: written at a send's enter, executed by the sk_msg program,
+/// reported and removed at the send's exit.
+#[map]
+pub static PLANS: HashMap<u64, Plan> = HashMap::with_max_entries(4096, 0);
+
+/// Connected sockets of traced processes, by socket cookie: the sk_msg program runs on their
+/// sends. Written by the sock_ops program when the connection is established; the kernel
+/// removes a socket when it closes.
+#[map]
+pub static SOCKS: SockHash<u64> = SockHash::with_max_entries(65536, 0);
+
+/// The `traceparent` found in the first part of a request head that continues in later
+/// reads, by connection id. Written and removed by `context.rs` (LRU: a connection that dies
+/// mid-head leaves an entry that ages out).
+#[map]
+pub static PENDING: LruHashMap<u64, sonde_proto::TraceCtxEvent> =
+    LruHashMap::with_max_entries(4096, 0);
+
+/// Sockets whose `connect` came from a traced process, by cookie, until they are established.
+#[map]
+pub static CONNECTING: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);

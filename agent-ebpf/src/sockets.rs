@@ -29,8 +29,8 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_probe_read_kernel, generated::bpf_get_current_task},
 };
 use sonde_proto::{
-    CloseReason, ConnCloseEvent, ConnKey, ConnOpenEvent, ConnSource, ConnState, Counter, EventKind,
-    Role,
+    CONN_RX_DESYNC, CONN_TX_DESYNC, CloseReason, ConnCloseEvent, ConnKey, ConnOpenEvent,
+    ConnSource, ConnState, Counter, EventKind, Role,
 };
 
 use crate::{
@@ -191,9 +191,19 @@ pub fn open_conn(
         sk: info.sk,
         tx_seq: 0,
         rx_seq: 0,
+        tx_next_req: 0,
+        rx_next_req: 0,
+        rx_req_start: 0,
         epoch,
         role: role as u8,
-        _pad: [0; 3],
+        // A connection found mid-stream: where its requests start is unknown.
+        http: if matches!(source, ConnSource::Discovered) {
+            CONN_TX_DESYNC | CONN_RX_DESYNC
+        } else {
+            0
+        },
+        rx_pending: 0,
+        _pad: 0,
     };
     if CONNS.insert(key, state, BPF_ANY as u64).is_err() {
         count(Counter::ConnTableFull, 1);

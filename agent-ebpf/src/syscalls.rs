@@ -13,15 +13,18 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sonde_proto::{
-    CloseReason, ConnKey, ConnSource, Counter, DATA_FLAG_IOV_LIMIT, DATA_FLAG_READ_FAILED,
-    DataEvent, Direction, EventKind, MAX_CAPTURE, MAX_IOVECS, Role, Syscall,
+    CONN_RX_DESYNC, CONN_TX_DESYNC, CloseReason, ConnKey, ConnSource, Counter, DATA_FLAG_IOV_LIMIT,
+    DATA_FLAG_READ_FAILED, DataEvent, Direction, EventKind, MAX_CAPTURE, MAX_IOVECS, Role, Syscall,
 };
 
 use crate::{
-    CAPTURE_BYTES,
+    CAPTURE_BYTES, context,
     filter::traced,
     global,
-    maps::{ARGS, CONNS, FD_NOT_TCP, OP_ACCEPT, OP_CONNECT, SCRATCH, SyscallArgs},
+    maps::{
+        ARGS, CONNS, DataBuf, FD_NOT_TCP, HEAD_SCAN, OP_ACCEPT, OP_CONNECT, SCRATCH, SyscallArgs,
+        TAIL, TAIL_CTX_CLIENT, TAIL_CTX_SERVER, TailArgs,
+    },
     sockets::{Class, classify, conn_for_data, forget_fd, open_conn},
     util::{count, header, now_ns, wakeup_flags},
 };
@@ -72,7 +75,7 @@ fn data_enter(ctx: &TracePointContext, op: Syscall, buf: u64, count: u64, msghdr
     };
     let fd = arg(ctx, 0) as u32;
     let key = ConnKey { tgid, fd };
-    let Some((conn_id, _role)) = conn_for_data(&key, epoch, pid_tgid) else {
+    let Some((conn_id, role)) = conn_for_data(&key, epoch, pid_tgid) else {
         return;
     };
     let (mut buf, mut count) = (buf, count);
@@ -106,6 +109,130 @@ fn data_enter(ctx: &TracePointContext, op: Syscall, buf: u64, count: u64, msghdr
             _pad: [0; 3],
         },
     );
+    if op.direction() == Direction::Egress && op != Syscall::Sendfile {
+        if role == Role::Server as u8 {
+            // The thread answers the request it was serving.
+            context::server_response(pid_tgid);
+        } else if role == Role::Client as u8 {
+            client_send(ctx, &key, op, buf, count, pid_tgid);
+        }
+    }
+}
+
+/// Copies up to `limit` bytes of a send's data (plain buffer or iovec array) to the scratch
+/// payload. Returns (bytes copied, total bytes the call is asked to send, flags).
+#[inline(always)]
+fn gather(payload: *mut u8, vectored: bool, buf: u64, count: u64, limit: u64) -> (u64, u64, u8) {
+    let mut flags = 0u8;
+    if !vectored {
+        let n = if count < limit { count } else { limit };
+        if n > 0 && !copy_user(payload, 0, buf, n) {
+            return (0, count, DATA_FLAG_READ_FAILED);
+        }
+        return (n, count, 0);
+    }
+    let mut captured: u64 = 0;
+    let mut total: u64 = 0;
+    for i in 0..MAX_IOVECS as u64 {
+        if i >= count {
+            break;
+        }
+        // SAFETY: user memory through the checked helper; struct iovec is
+        // { void *iov_base; size_t iov_len; }.
+        let iov: Result<[u64; 2], i32> =
+            unsafe { bpf_probe_read_user((buf + i * 16) as *const [u64; 2]) };
+        let Ok([base, len]) = iov else {
+            flags |= DATA_FLAG_READ_FAILED;
+            break;
+        };
+        total += len;
+        if captured >= limit {
+            continue;
+        }
+        let room = limit - captured;
+        let n = if len < room { len } else { room };
+        if n == 0 {
+            continue;
+        }
+        if !copy_user(payload, captured, base, n) {
+            flags |= DATA_FLAG_READ_FAILED;
+            break;
+        }
+        captured += n;
+    }
+    if count > MAX_IOVECS as u64 {
+        flags |= DATA_FLAG_IOV_LIMIT;
+    }
+    (captured, total, flags)
+}
+
+/// A send on a client connection: if a request starts here, decide its trace context (and
+/// injection plan) now, before the bytes leave.
+#[inline(always)]
+fn client_send(
+    ctx: &TracePointContext,
+    key: &ConnKey,
+    op: Syscall,
+    buf: u64,
+    count: u64,
+    pid_tgid: u64,
+) {
+    let Some(conn) = CONNS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a valid map value pointer.
+    let (seq, next, http) = unsafe { ((*conn).tx_seq, (*conn).tx_next_req, (*conn).http) };
+    if http & CONN_TX_DESYNC != 0 || seq < next {
+        return;
+    }
+    if seq > next {
+        // A request boundary went by unseen.
+        // SAFETY: as above.
+        unsafe { (*conn).http = http | CONN_TX_DESYNC };
+        count_http_desync();
+        return;
+    }
+    let Some(sbuf) = SCRATCH.get_ptr_mut(crate::util::cpu()) else {
+        return;
+    };
+    // SAFETY: this CPU's scratch value; nothing else uses it during this program.
+    let sbuf: &mut DataBuf = unsafe { &mut *sbuf };
+    let vectored = matches!(op, Syscall::Writev | Syscall::Sendmsg);
+    let (copied, total, flags) = gather(
+        sbuf.payload.as_mut_ptr(),
+        vectored,
+        buf,
+        count,
+        HEAD_SCAN as u64,
+    );
+    if flags & DATA_FLAG_READ_FAILED != 0 || copied == 0 {
+        return;
+    }
+    // Through memory, for the verifier (see `data_exit`).
+    sbuf.event.captured_len = copied as u32;
+    let copied = unsafe { core::ptr::read_volatile(&sbuf.event.captured_len) };
+    let copied = if copied > HEAD_SCAN {
+        HEAD_SCAN
+    } else {
+        copied
+    };
+    sbuf.tc = TailArgs {
+        key: *key,
+        pid_tgid,
+        seq,
+        len: copied,
+        _pad: 0,
+        total,
+    };
+    // SAFETY: a tail call to a program of the same type; on failure it returns and nothing
+    // happened.
+    unsafe { TAIL.tail_call(ctx, TAIL_CTX_CLIENT) };
+    crate::util::count(Counter::TailCallFailed, 1);
+}
+
+#[inline(always)]
+fn count_http_desync() {
+    count(Counter::HttpDesync, 1);
 }
 
 /// Copies `n` bytes from user address `src` to `payload[off..]`. The masks are for the
@@ -132,7 +259,7 @@ fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> bool {
 
 /// The exit half of every data syscall: one `DataEvent` with the first bytes transferred.
 #[inline(always)]
-fn data_exit(ctx: &TracePointContext) {
+fn data_exit(ctx: &TracePointContext, op: Syscall) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(args) = take_args(pid_tgid) else {
         return;
@@ -142,9 +269,11 @@ fn data_exit(ctx: &TracePointContext) {
         return;
     }
     let ret = ret as u64;
-    let Ok(op) = Syscall::try_from(args.op) else {
+    // Each exit program knows its syscall: the compiler keeps only that syscall's paths, and
+    // the verifier only walks those.
+    if args.op != op as u8 {
         return;
-    };
+    }
     let key = ConnKey {
         tgid: (pid_tgid >> 32) as u32,
         fd: args.fd,
@@ -185,57 +314,73 @@ fn data_exit(ctx: &TracePointContext) {
     let limit = if ret < limit { ret } else { limit };
     // SAFETY: `buf` is this CPU's scratch value; nothing else uses it during this program.
     let payload = unsafe { (*buf).payload.as_mut_ptr() };
-    let mut captured: u64 = 0;
-    let mut flags: u8 = 0;
-    match op {
-        Syscall::Read | Syscall::Write | Syscall::Recvfrom | Syscall::Sendto => {
-            if limit > 0 {
-                if copy_user(payload, 0, args.buf, limit) {
-                    captured = limit;
-                } else {
-                    flags |= DATA_FLAG_READ_FAILED;
-                }
-            }
+    let (mut captured, mut flags) = match op {
+        Syscall::Sendfile => (0, 0),
+        _ => {
+            let vectored = matches!(
+                op,
+                Syscall::Readv | Syscall::Writev | Syscall::Recvmsg | Syscall::Sendmsg
+            );
+            let (c, _, f) = gather(payload, vectored, args.buf, args.count, limit);
+            (c, f)
         }
-        Syscall::Readv | Syscall::Writev | Syscall::Recvmsg | Syscall::Sendmsg => {
-            for i in 0..MAX_IOVECS as u64 {
-                if i >= args.count || captured >= limit {
-                    break;
-                }
-                // SAFETY: user memory through the checked helper; struct iovec is
-                // { void *iov_base; size_t iov_len; }.
-                let iov: Result<[u64; 2], i32> =
-                    unsafe { bpf_probe_read_user((args.buf + i * 16) as *const [u64; 2]) };
-                let Ok([base, len]) = iov else {
-                    flags |= DATA_FLAG_READ_FAILED;
-                    break;
-                };
-                let room = limit - captured;
-                let n = if len < room { len } else { room };
-                if n == 0 {
-                    continue;
-                }
-                if !copy_user(payload, captured, base, n) {
-                    flags |= DATA_FLAG_READ_FAILED;
-                    break;
-                }
-                captured += n;
-            }
-            if args.count > MAX_IOVECS as u64 && captured < limit && flags == 0 {
-                flags |= DATA_FLAG_IOV_LIMIT;
-                count(Counter::IovLimit, 1);
-            }
+    };
+    if flags & DATA_FLAG_IOV_LIMIT != 0 {
+        if captured < limit && flags & DATA_FLAG_READ_FAILED == 0 {
+            count(Counter::IovLimit, 1);
+        } else {
+            flags &= !DATA_FLAG_IOV_LIMIT;
         }
-        Syscall::Sendfile => {}
+    }
+    if captured > ret {
+        captured = ret;
     }
     if flags & DATA_FLAG_READ_FAILED != 0 {
         count(Counter::UserReadFailed, 1);
     }
+    // Through memory: the verifier then sees one bounded value here instead of one state per
+    // way the copy loop could have ended, and what follows is verified once.
+    // SAFETY: this CPU's scratch value.
+    let captured = unsafe {
+        (*buf).event.captured_len = captured as u32;
+        core::ptr::read_volatile(&(*buf).event.captured_len) as u64
+    };
     let captured = if captured > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64
     } else {
         captured
     };
+    let mut server_ctx = false;
+    match (op.direction(), role) {
+        (Direction::Ingress, r) if r == Role::Server as u8 => {
+            // SAFETY: `conn` is still a valid map value pointer; `buf` this CPU's scratch.
+            unsafe {
+                let (next, http, pending) = ((*conn).rx_next_req, (*conn).http, (*conn).rx_pending);
+                if http & CONN_RX_DESYNC == 0 {
+                    // A request starts here, or its head goes on from the previous read.
+                    if seq == next || pending != 0 {
+                        (*buf).tc = TailArgs {
+                            key,
+                            pid_tgid,
+                            seq,
+                            len: captured as u32,
+                            _pad: 0,
+                            total: ret,
+                        };
+                        server_ctx = true;
+                    } else if seq > next {
+                        (*conn).http = http | CONN_RX_DESYNC;
+                        count_http_desync();
+                    }
+                }
+            }
+        }
+        (Direction::Egress, r) if r == Role::Client as u8 => {
+            // SAFETY: this CPU's scratch value.
+            context::finish_plan(unsafe { &mut *buf }, pid_tgid)
+        }
+        _ => {}
+    }
     // SAFETY: as above.
     unsafe {
         (*buf).event = DataEvent {
@@ -269,13 +414,19 @@ fn data_exit(ctx: &TracePointContext) {
         count(Counter::TruncatedEvents, 1);
         count(Counter::TruncatedBytes, ret - captured);
     }
+    if server_ctx {
+        // The request's trace context, from the payload still in the scratch slot.
+        // SAFETY: a tail call to a program of the same type; returns only on failure.
+        unsafe { TAIL.tail_call(ctx, TAIL_CTX_SERVER) };
+        count(Counter::TailCallFailed, 1);
+    }
 }
 
 macro_rules! data_exit_program {
-    ($name:ident) => {
+    ($name:ident, $op:expr) => {
         #[tracepoint]
         pub fn $name(ctx: TracePointContext) -> u32 {
-            data_exit(&ctx);
+            data_exit(&ctx, $op);
             0
         }
     };
@@ -344,15 +495,15 @@ pub fn syscalls_enter_sendfile64(ctx: TracePointContext) -> u32 {
     0
 }
 
-data_exit_program!(syscalls_exit_read);
-data_exit_program!(syscalls_exit_write);
-data_exit_program!(syscalls_exit_readv);
-data_exit_program!(syscalls_exit_writev);
-data_exit_program!(syscalls_exit_recvfrom);
-data_exit_program!(syscalls_exit_sendto);
-data_exit_program!(syscalls_exit_recvmsg);
-data_exit_program!(syscalls_exit_sendmsg);
-data_exit_program!(syscalls_exit_sendfile64);
+data_exit_program!(syscalls_exit_read, Syscall::Read);
+data_exit_program!(syscalls_exit_write, Syscall::Write);
+data_exit_program!(syscalls_exit_readv, Syscall::Readv);
+data_exit_program!(syscalls_exit_writev, Syscall::Writev);
+data_exit_program!(syscalls_exit_recvfrom, Syscall::Recvfrom);
+data_exit_program!(syscalls_exit_sendto, Syscall::Sendto);
+data_exit_program!(syscalls_exit_recvmsg, Syscall::Recvmsg);
+data_exit_program!(syscalls_exit_sendmsg, Syscall::Sendmsg);
+data_exit_program!(syscalls_exit_sendfile64, Syscall::Sendfile);
 
 // ---------------------------------------------------------------------------------------------
 // Connection lifecycle

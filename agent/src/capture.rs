@@ -19,7 +19,7 @@ use crate::{
     clock::monotonic_ns,
     conn::{CollectSink, ConnStats, ConnTracker, Limits, StreamSink},
     debug_view::DebugView,
-    events::{DecodeErrors, EventSource, RingBufSource},
+    events::{DecodeErrors, Event, EventSource, RingBufSource},
     probes::{KernelCounters, ProbeConfig, ProbeError, Probes},
     procfs::Procfs,
     span::{ResourceSource, SpanSink, SpanStage, SpanStats},
@@ -206,6 +206,37 @@ impl Capture {
     }
 }
 
+/// Processes whose runtime was looked at (Go processes are marked unlinkable in the kernel).
+#[derive(Default)]
+struct Runtimes {
+    seen: std::collections::HashSet<u32>,
+}
+
+impl Runtimes {
+    fn check(&mut self, pid: u32, probes: &mut Probes) {
+        if self.seen.len() > 65_536 {
+            self.seen.clear();
+        }
+        if !self.seen.insert(pid) {
+            return;
+        }
+        let exe = std::path::PathBuf::from(format!("/proc/{pid}/exe"));
+        if crate::enrich::runtime::is_go_binary(&exe) {
+            if let Err(e) = probes.mark_no_link(pid) {
+                tracing::debug!("cannot mark Go process {pid}: {e}");
+            } else {
+                tracing::debug!(
+                    "process {pid} is a Go program: its outgoing requests are not linked"
+                );
+            }
+        }
+    }
+
+    fn forget(&mut self, pid: u32) {
+        self.seen.remove(&pid);
+    }
+}
+
 fn summarize(
     probes: &Probes,
     tracker: &ConnTracker,
@@ -268,12 +299,17 @@ pub async fn run<S: StreamSink + Observed>(
         config.probes.capture_bytes
     );
     let mut ticks: u64 = 0;
+    let mut runtimes = Runtimes::default();
     loop {
         tokio::select! {
             r = source.next_batch(&mut batch, &mut errors) => {
                 r?;
                 for ev in batch.drain(..) {
+                    if let Event::ConnOpen(o) = &ev {
+                        runtimes.check(o.meta.pid, &mut probes);
+                    }
                     if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
+                        runtimes.forget(pid);
                         probes.forget_process(pid, fds);
                     }
                 }

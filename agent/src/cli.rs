@@ -104,6 +104,10 @@ pub struct RunArgs {
     /// OTLP compression: gzip or none (like OTEL_EXPORTER_OTLP_COMPRESSION).
     #[arg(long, value_name = "COMPRESSION")]
     pub otlp_compression: Option<String>,
+    /// Do not put `traceparent` into outgoing HTTP requests (spans are still linked inside each
+    /// process, but calls to other services start new traces).
+    #[arg(long, env = "SONDE_NO_INJECT")]
+    pub no_inject: bool,
     /// Payload bytes shown per chunk in the debug output.
     #[arg(long, default_value_t = 96)]
     pub preview_bytes: usize,
@@ -490,6 +494,32 @@ impl SpanSink for QueueSink {
     }
 }
 
+/// The console view: finished traces printed as trees, from the capture thread.
+struct ConsoleTrees {
+    trees: console::TraceTrees,
+    out: Box<dyn std::io::Write + Send>,
+}
+
+impl ConsoleTrees {
+    fn finish(&mut self) {
+        let _ = self.trees.flush(0, true, &mut self.out);
+        let _ = self.out.flush();
+    }
+}
+
+impl SpanSink for ConsoleTrees {
+    fn span(&mut self, span: sonde_export::span::Span) {
+        let _ = self
+            .trees
+            .add(span, crate::clock::monotonic_ns(), &mut self.out);
+    }
+
+    fn tick(&mut self, now_ns: u64) {
+        let _ = self.trees.flush(now_ns, false, &mut self.out);
+        let _ = self.out.flush();
+    }
+}
+
 /// Counts spans and drops them (`--output none`).
 struct NullSink;
 
@@ -534,14 +564,7 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             );
             Some(p)
         }
-        OutputFormat::Console | OutputFormat::Jsonl => {
-            let format = if plan.output == OutputFormat::Jsonl {
-                LineFormat::Jsonl
-            } else {
-                LineFormat::Console(console::Options {
-                    full_ids: plan.full_ids,
-                })
-            };
+        OutputFormat::Jsonl => {
             let options = plan
                 .export
                 .as_ref()
@@ -550,12 +573,12 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             Some(ExportPipeline::start(
                 Sink::Lines {
                     writer: line_writer(&plan.output_file)?,
-                    format,
+                    format: LineFormat::Jsonl,
                 },
                 options,
             ))
         }
-        OutputFormat::Debug | OutputFormat::None => None,
+        OutputFormat::Console | OutputFormat::Debug | OutputFormat::None => None,
     };
     if let Some(p) = &pipeline {
         telemetry.set_export(p.stats());
@@ -613,6 +636,23 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             )
             .await?
             .1
+        }
+        (None, OutputFormat::Console) => {
+            let trees = ConsoleTrees {
+                trees: console::TraceTrees::new(console::Options {
+                    full_ids: plan.full_ids,
+                }),
+                out: line_writer(&plan.output_file)?,
+            };
+            let stage = SpanStage::live(plan.http.clone(), trees);
+            let (mut stage, summary) = capture_until(
+                Capture::spawn_with(config, stage, Some(telemetry.clone())),
+                &who,
+                args.duration,
+            )
+            .await?;
+            stage.out_mut().finish();
+            summary
         }
         (None, _) => {
             let stage = SpanStage::live(plan.http.clone(), NullSink);

@@ -23,6 +23,9 @@
 //! [metrics]
 //! address = "127.0.0.1:9464"   # /metrics, /healthz, /readyz; "" turns it off
 //!
+//! [context]
+//! inject = true         # traceparent into outgoing HTTP/1 requests
+//!
 //! [export.otlp]         # the OTEL_EXPORTER_OTLP_* / OTEL_BSP_* settings
 //! endpoint = "http://collector:4317"
 //! protocol = "grpc"
@@ -48,6 +51,15 @@ pub struct FileConfig {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub export: ExportSection,
+    #[serde(default)]
+    pub context: ContextSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSection {
+    /// Put `traceparent` into outgoing HTTP/1 requests of traced processes. Default true.
+    pub inject: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

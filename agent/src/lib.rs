@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod context;
 pub mod debug_view;
 pub mod doctor;
 pub mod enrich;

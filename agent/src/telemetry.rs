@@ -179,6 +179,20 @@ impl Telemetry {
         }
         w.counter("sonde_spans_created_total", "Spans built from traffic.")
             .sample(&[], s.spans.spans_created as f64);
+        let mut f = w.counter(
+            "sonde_trace_links_total",
+            "Spans by how their trace context was found (header, linked, ambiguous, adopted, new).",
+        );
+        for (how, n) in &s.spans.trace_links {
+            f = f.sample(&[("link", how)], *n as f64);
+        }
+        let mut f = w.counter(
+            "sonde_trace_injections_total",
+            "Outgoing HTTP/1 requests by traceparent injection outcome.",
+        );
+        for (outcome, n) in &s.spans.injections {
+            f = f.sample(&[("outcome", outcome)], *n as f64);
+        }
         if let Some(e) = self.export.lock().ok().and_then(|e| e.clone()) {
             e.render_prometheus(&mut w);
         }
@@ -234,6 +248,8 @@ impl Telemetry {
                 "by_protocol": s.spans.conns_by_protocol,
                 "parse_errors": s.spans.parse_errors.iter().map(|((p, k), n)| (format!("{p}/{k}"), json!(n))).collect::<serde_json::Map<_, _>>(),
                 "incomplete": s.spans.incomplete,
+                "trace_links": s.spans.trace_links,
+                "injections": s.spans.injections,
             },
             "export": export,
             "programs": s.programs.iter().map(|(n, t, c)| json!({"name": n, "run_time_ns": t.as_nanos() as u64, "run_count": c})).collect::<Vec<_>>(),

@@ -211,3 +211,193 @@ mod tests {
         assert!(line(&s, Options::default()).contains(" - OK 12.3µs - 4bf92f35"));
     }
 }
+
+/// Spans held until their trace is finished, then printed as a tree: the console view of
+/// traces. A trace is finished when none of its spans arrived for `idle_nanos`; the buffer is
+/// bounded (`max_spans`), and when it is full the oldest traces are printed as they are.
+///
+/// ```text
+/// 12:01:02.341 curl CLIENT GET /a/{id} 200 - 8.7ms 127.0.0.1:9101 9455d6ee/8accac81
+///   └─ 12:01:02.345 python3.11 SERVER GET /a/{id} 200 - 4.9ms 127.0.0.1:43240 9455d6ee/1ac02110
+///      └─ 12:01:02.346 python3.11 CLIENT GET /a/{id} 200 - 3.3ms 127.0.0.1:9102 9455d6ee/c4eb377c
+/// ```
+pub struct TraceTrees {
+    traces: std::collections::HashMap<crate::span::TraceId, (u64, Vec<Span>)>,
+    held: usize,
+    /// Most spans held at once.
+    pub max_spans: usize,
+    /// A trace with no new span for this long (ns) is finished.
+    pub idle_nanos: u64,
+    opts: Options,
+}
+
+impl TraceTrees {
+    pub fn new(opts: Options) -> Self {
+        Self {
+            traces: std::collections::HashMap::new(),
+            held: 0,
+            max_spans: 10_000,
+            idle_nanos: 1_000_000_000,
+            opts,
+        }
+    }
+
+    /// Adds a span seen at `now` (any clock, as long as `flush` uses the same).
+    pub fn add(&mut self, span: Span, now: u64, w: &mut impl Write) -> io::Result<()> {
+        if self.held >= self.max_spans {
+            // Full: print the trace that has waited longest.
+            let oldest = self
+                .traces
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| *k);
+            if let Some((_, spans)) = oldest.and_then(|k| self.traces.remove(&k)) {
+                self.held -= spans.len();
+                self.print(spans, w)?;
+            }
+        }
+        let entry = self
+            .traces
+            .entry(span.trace_id)
+            .or_insert((now, Vec::new()));
+        entry.0 = now;
+        entry.1.push(span);
+        self.held += 1;
+        Ok(())
+    }
+
+    /// Prints every trace idle since `idle_nanos` before `now` (all of them with `force`).
+    pub fn flush(&mut self, now: u64, force: bool, w: &mut impl Write) -> io::Result<()> {
+        let mut done: Vec<_> = self
+            .traces
+            .iter()
+            .filter(|(_, (t, _))| force || now.saturating_sub(*t) >= self.idle_nanos)
+            .map(|(k, (t, _))| (*t, *k))
+            .collect();
+        done.sort();
+        for (_, k) in done {
+            if let Some((_, spans)) = self.traces.remove(&k) {
+                self.held -= spans.len();
+                self.print(spans, w)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    fn print(&self, mut spans: Vec<Span>, w: &mut impl Write) -> io::Result<()> {
+        spans.sort_by_key(|s| s.start_unix_nanos);
+        let ids: std::collections::HashSet<_> = spans.iter().map(|s| s.span_id).collect();
+        // Roots: no parent, or a parent not among these spans (another node, an SDK).
+        let roots: Vec<usize> = (0..spans.len())
+            .filter(|&i| spans[i].parent_span_id.is_none_or(|p| !ids.contains(&p)))
+            .collect();
+        let mut printed = vec![false; spans.len()];
+        for r in roots {
+            self.print_tree(&spans, r, 0, &mut printed, w)?;
+        }
+        // Anything left is in a cycle of parents (never from sonde): print it flat.
+        for (i, s) in spans.iter().enumerate() {
+            if !printed[i] {
+                write_span(w, s, &self.opts)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn print_tree(
+        &self,
+        spans: &[Span],
+        i: usize,
+        depth: usize,
+        printed: &mut [bool],
+        w: &mut impl Write,
+    ) -> io::Result<()> {
+        if printed[i] || depth > 64 {
+            return Ok(());
+        }
+        printed[i] = true;
+        if depth > 0 {
+            write!(w, "{:width$}└─ ", "", width = 3 * depth - 1)?;
+        }
+        write_span(w, &spans[i], &self.opts)?;
+        let id = spans[i].span_id;
+        for c in 0..spans.len() {
+            if spans[c].parent_span_id == Some(id) {
+                self.print_tree(spans, c, depth + 1, printed, w)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::span::{KeyValue, Resource, SpanId, Status, TraceId};
+
+    fn span(id: u8, parent: Option<u8>, trace: u8, start: u64) -> Span {
+        Span {
+            trace_id: TraceId([trace; 16]),
+            span_id: SpanId([id; 8]),
+            parent_span_id: parent.map(|p| SpanId([p; 8])),
+            trace_state: String::new(),
+            flags: 1,
+            name: format!("GET /{id}"),
+            kind: SpanKind::Server,
+            start_unix_nanos: start,
+            end_unix_nanos: start + 1000,
+            attributes: vec![KeyValue::new("http.response.status_code", 200i64)],
+            status: Status::default(),
+            resource: Arc::new(Resource {
+                attributes: vec![KeyValue::new("service.name", "svc")],
+            }),
+        }
+    }
+
+    #[test]
+    fn finished_traces_print_as_trees() {
+        let mut t = TraceTrees::new(Options::default());
+        let mut out = Vec::new();
+        // Children arrive before their parents: the tree does not care.
+        t.add(span(3, Some(2), 1, 30), 0, &mut out).unwrap();
+        t.add(span(2, Some(1), 1, 20), 0, &mut out).unwrap();
+        t.add(span(1, None, 1, 10), 0, &mut out).unwrap();
+        t.add(span(9, None, 2, 5), 900_000_000, &mut out).unwrap();
+        t.flush(999_999_999, false, &mut out).unwrap();
+        assert!(out.is_empty(), "nothing idle yet");
+        t.flush(1_000_000_000, false, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("GET /1") && !lines[0].starts_with(' '));
+        assert!(lines[1].starts_with("  └─ ") && lines[1].contains("GET /2"));
+        assert!(lines[2].starts_with("     └─ ") && lines[2].contains("GET /3"));
+        assert_eq!(t.held(), 1);
+        let mut out = Vec::new();
+        t.flush(0, true, &mut out).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("GET /9"));
+        assert_eq!(t.held(), 0);
+    }
+
+    #[test]
+    fn a_full_buffer_prints_the_oldest_trace() {
+        let mut t = TraceTrees::new(Options::default());
+        t.max_spans = 2;
+        let mut out = Vec::new();
+        t.add(span(1, None, 1, 1), 1, &mut out).unwrap();
+        t.add(span(2, None, 2, 2), 2, &mut out).unwrap();
+        t.add(span(3, None, 3, 3), 3, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("GET /1") && !text.contains("GET /2"),
+            "{text}"
+        );
+        assert_eq!(t.held(), 2);
+    }
+}

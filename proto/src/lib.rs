@@ -50,6 +50,22 @@ pub mod maps {
     pub const CONNS: &str = "CONNS";
     /// Per-CPU scratch slots (an array indexed by CPU number, sized by the agent).
     pub const SCRATCH: &str = "SCRATCH";
+    /// Sockets of traced processes whose outgoing messages the sk_msg program sees.
+    pub const SOCKS: &str = "SOCKS";
+    /// The context programs, tail-called by the data programs.
+    pub const TAIL: &str = "TAIL";
+}
+
+/// Names of the programs that are not tracepoints.
+pub mod programs {
+    /// sock_ops at the cgroup v2 root: puts connections of traced processes in `SOCKS`.
+    pub const SOCK_OPS: &str = "inject_sock_ops";
+    /// sk_msg on `SOCKS`: splices `traceparent` into outgoing HTTP/1 requests.
+    pub const SK_MSG: &str = "inject_sk_msg";
+    /// Tail-called at a request start on a server connection (index 0 of `TAIL`).
+    pub const CTX_SERVER: &str = "ctx_server";
+    /// Tail-called at a request start on a client connection (index 1 of `TAIL`).
+    pub const CTX_CLIENT: &str = "ctx_client";
 }
 
 /// Names of the global variables the agent sets at load time.
@@ -60,6 +76,8 @@ pub mod globals {
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
     /// [`crate::KernelOffsets`], resolved from the running kernel's BTF.
     pub const OFFSETS: &str = "OFFSETS";
+    /// `u32`: 1 when `traceparent` injection into outgoing requests is on.
+    pub const INJECT: &str = "INJECT";
 }
 
 /// Kind of an event record; the first field of every [`EventHeader`].
@@ -78,6 +96,8 @@ pub enum EventKind {
     ProcExit = 5,
     /// [`ProcEvent`]: a process forked; `other_pid` is the child.
     ProcFork = 6,
+    /// [`TraceCtxEvent`]: trace context the kernel assigned to a request.
+    TraceCtx = 7,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -90,6 +110,7 @@ impl TryFrom<u32> for EventKind {
             4 => Self::ProcExec,
             5 => Self::ProcExit,
             6 => Self::ProcFork,
+            7 => Self::TraceCtx,
             other => return Err(other),
         })
     }
@@ -360,6 +381,132 @@ pub struct ProcEvent {
     pub comm: [u8; 16],
 }
 
+/// Which span a [`TraceCtxEvent`] is for.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CtxKind {
+    /// An incoming request read on an accepted connection.
+    Server = 1,
+    /// An outgoing request written on a connected one.
+    Client = 2,
+}
+
+/// Where the ids of a [`TraceCtxEvent`] come from.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CtxSource {
+    /// A new trace: no incoming `traceparent`, or no incoming request to be a child of.
+    NewTrace = 1,
+    /// The incoming request's `traceparent`: the caller is the parent.
+    Header = 2,
+    /// A child of the server span this thread is serving.
+    Linked = 3,
+    /// More than one incoming request is outstanding on this thread: not linked, a new trace.
+    Ambiguous = 4,
+    /// The outgoing request carries its own `traceparent`: the agent adopts it.
+    Adopted = 5,
+}
+
+/// What happened to `traceparent` injection for an outgoing request.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InjectOutcome {
+    /// Server side, or injection off.
+    NotAttempted = 0,
+    Injected = 1,
+    /// The request already had a `traceparent`.
+    SkipExisting = 2,
+    /// The header block did not end within the first send or the scan window.
+    SkipHeadersIncomplete = 3,
+    /// The request line did not end within the scan window.
+    SkipRequestLine = 4,
+    /// The connection's request boundaries are unknown (pipelining, chunked bodies, a
+    /// connection older than sonde): not sure where a request starts.
+    SkipNotAtBoundary = 5,
+    /// The kernel refused to grow the message.
+    SkipPushFailed = 6,
+}
+
+/// Trace context the kernel chose for a request, so the span the agent builds later carries
+/// exactly the ids that went on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceCtxEvent {
+    pub header: EventHeader,
+    pub conn_id: u64,
+    /// Stream offset of the request's first byte in its direction (ingress for a server,
+    /// egress for a client).
+    pub seq: u64,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// All zero: no parent.
+    pub parent_span_id: [u8; 8],
+    /// W3C trace flags.
+    pub flags: u8,
+    /// [`CtxKind`].
+    pub kind: u8,
+    /// [`CtxSource`].
+    pub source: u8,
+    /// [`InjectOutcome`].
+    pub inject: u8,
+    pub _pad: [u8; 4],
+}
+
+impl TryFrom<u8> for CtxKind {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Self, u8> {
+        match v {
+            1 => Ok(Self::Server),
+            2 => Ok(Self::Client),
+            other => Err(other),
+        }
+    }
+}
+
+impl TryFrom<u8> for CtxSource {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Self, u8> {
+        Ok(match v {
+            1 => Self::NewTrace,
+            2 => Self::Header,
+            3 => Self::Linked,
+            4 => Self::Ambiguous,
+            5 => Self::Adopted,
+            other => return Err(other),
+        })
+    }
+}
+
+impl TryFrom<u8> for InjectOutcome {
+    type Error = u8;
+    fn try_from(v: u8) -> Result<Self, u8> {
+        Ok(match v {
+            0 => Self::NotAttempted,
+            1 => Self::Injected,
+            2 => Self::SkipExisting,
+            3 => Self::SkipHeadersIncomplete,
+            4 => Self::SkipRequestLine,
+            5 => Self::SkipNotAtBoundary,
+            6 => Self::SkipPushFailed,
+            other => return Err(other),
+        })
+    }
+}
+
+impl InjectOutcome {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAttempted => "not_attempted",
+            Self::Injected => "injected",
+            Self::SkipExisting => "existing_traceparent",
+            Self::SkipHeadersIncomplete => "headers_incomplete",
+            Self::SkipRequestLine => "request_line_too_long",
+            Self::SkipNotAtBoundary => "not_at_request_boundary",
+            Self::SkipPushFailed => "push_failed",
+        }
+    }
+}
+
 /// Key of [`maps::CONNS`]: one entry per open fd that names a tracked TCP socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -379,12 +526,28 @@ pub struct ConnState {
     pub tx_seq: u64,
     /// Next ingress stream offset (bytes read so far).
     pub rx_seq: u64,
+    /// Egress offset where the next HTTP/1 request is expected (client side), for injection.
+    pub tx_next_req: u64,
+    /// Ingress offset where the next HTTP/1 request is expected (server side); `u64::MAX`
+    /// while a head is being read in several parts.
+    pub rx_next_req: u64,
+    /// Ingress offset where the request whose head is being read started.
+    pub rx_req_start: u64,
     /// The process's fd epoch when this entry was last validated ([`ProcState::fd_epoch`]).
     pub epoch: u32,
     /// [`Role`].
     pub role: u8,
-    pub _pad: [u8; 3],
+    /// `CONN_*_DESYNC` bits: request boundaries of that direction are no longer known.
+    pub http: u8,
+    /// Reads of the current request head seen so far, when it spans several (0: none).
+    pub rx_pending: u8,
+    pub _pad: u8,
 }
+
+/// [`ConnState::http`]: egress request boundaries unknown (no more injection).
+pub const CONN_TX_DESYNC: u8 = 1;
+/// [`ConnState::http`]: ingress request boundaries unknown (no more server contexts).
+pub const CONN_RX_DESYNC: u8 = 2;
 
 /// A tracing decision, as `u32` in the filter maps.
 #[repr(u32)]
@@ -425,6 +588,10 @@ pub struct ProcState {
 /// Children forked later get the same decision (set for `--pid`/`--exclude-pid`, not for the
 /// agent's own process, whose test children must be traceable).
 pub const PROC_FLAG_INHERIT: u32 = 1;
+/// Outgoing requests of this process are never linked to the request its thread serves: its
+/// runtime moves work between threads (Go's goroutines), so a thread says nothing about which
+/// request a call belongs to.
+pub const PROC_FLAG_NO_LINK: u32 = 2;
 
 /// Value of [`maps::FILTER`] at index 0.
 #[repr(C)]
@@ -513,6 +680,24 @@ pub enum Counter {
     /// Data syscalls whose connection entry vanished before the syscall returned
     /// (closed by another thread): their bytes are lost.
     ConnGoneAtExit = 18,
+    /// Incoming requests given a trace context in the kernel.
+    CtxServer = 19,
+    /// ...of which continued the caller's trace (valid `traceparent`).
+    CtxFromHeader = 20,
+    /// Outgoing requests linked as children of the server span of their thread.
+    CtxLinked = 21,
+    /// Outgoing requests not linked because several incoming requests were outstanding.
+    CtxAmbiguous = 22,
+    /// Outgoing requests given a `traceparent` on the wire.
+    Injected = 23,
+    /// Outgoing requests looked at but not injected (each reason is in the event).
+    InjectSkipped = 24,
+    /// Connections whose request boundaries were lost (no more injection or server contexts).
+    HttpDesync = 25,
+    /// Tail calls into the context programs that failed (their requests get no kernel context).
+    TailCallFailed = 26,
+    /// Outgoing requests of processes whose threads do not map to requests (Go): not linked.
+    CtxNotLinkable = 27,
 }
 
 /// Number of slots in [`maps::COUNTERS`]; room for counters added later.
@@ -520,7 +705,7 @@ pub const COUNTER_SLOTS: u32 = 32;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 28] = [
         Self::DataEvents,
         Self::CapturedBytes,
         Self::TransferredBytes,
@@ -540,6 +725,15 @@ impl Counter {
         Self::FdStale,
         Self::ProcEvents,
         Self::ConnGoneAtExit,
+        Self::CtxServer,
+        Self::CtxFromHeader,
+        Self::CtxLinked,
+        Self::CtxAmbiguous,
+        Self::Injected,
+        Self::InjectSkipped,
+        Self::HttpDesync,
+        Self::TailCallFailed,
+        Self::CtxNotLinkable,
     ];
 
     /// A stable snake_case name for metrics and summaries.
@@ -564,6 +758,15 @@ impl Counter {
             Self::FdStale => "fd_stale",
             Self::ProcEvents => "proc_events",
             Self::ConnGoneAtExit => "conn_gone_at_exit",
+            Self::CtxServer => "ctx_server",
+            Self::CtxFromHeader => "ctx_from_header",
+            Self::CtxLinked => "ctx_linked",
+            Self::CtxAmbiguous => "ctx_ambiguous",
+            Self::Injected => "injected",
+            Self::InjectSkipped => "inject_skipped",
+            Self::HttpDesync => "http_desync",
+            Self::TailCallFailed => "tail_call_failed",
+            Self::CtxNotLinkable => "ctx_not_linkable",
         }
     }
 }
@@ -582,7 +785,9 @@ const _: () = {
     assert!(size_of::<ConnCloseEvent>() == 64);
     assert!(size_of::<ProcEvent>() == 56);
     assert!(size_of::<ConnKey>() == 8);
-    assert!(size_of::<ConnState>() == 40);
+    assert!(size_of::<ConnState>() == 64);
+    assert!(size_of::<TraceCtxEvent>() == 88);
+    assert!(offset_of!(TraceCtxEvent, trace_id) == 48);
     assert!(size_of::<ProcState>() == 16);
     assert!(size_of::<FilterConfig>() == 8);
     assert!(size_of::<KernelOffsets>() == 24 * 4);
@@ -627,11 +832,20 @@ mod tests {
             EventKind::ProcExec,
             EventKind::ProcExit,
             EventKind::ProcFork,
+            EventKind::TraceCtx,
         ] {
             assert_eq!(EventKind::try_from(k as u32), Ok(k));
         }
         assert_eq!(EventKind::try_from(0), Err(0));
-        assert_eq!(EventKind::try_from(7), Err(7));
+        assert_eq!(EventKind::try_from(8), Err(8));
+        for o in 0..=6u8 {
+            assert_eq!(InjectOutcome::try_from(o).map(|x| x as u8), Ok(o));
+        }
+        assert!(InjectOutcome::try_from(7).is_err());
+        for c in 1..=5u8 {
+            assert_eq!(CtxSource::try_from(c).map(|x| x as u8), Ok(c));
+        }
+        assert!(CtxSource::try_from(0).is_err());
         for s in 1..=9u8 {
             let sc = Syscall::try_from(s).unwrap();
             assert_eq!(sc as u8, s);

@@ -81,6 +81,7 @@ def main():
         Handler.protocol_version = "HTTP/1.0"
     cls = V6Server if ":" in host else ThreadingHTTPServer
     cls.daemon_threads = True
+    cls.request_queue_size = 1024
     srv = cls((host, port), Handler)
     print("ready", srv.server_address[1], flush=True)
     srv.serve_forever()

@@ -111,7 +111,8 @@ impl TestCgroup {
         out.stdout
     }
 
-    /// Capture configuration tracing this cgroup only.
+    /// Capture configuration tracing this cgroup only, without `traceparent` injection (the
+    /// capture tests compare the bytes servers receive with what clients sent).
     pub fn capture_config(&self) -> CaptureConfig {
         CaptureConfig {
             probes: ProbeConfig {
@@ -120,6 +121,7 @@ impl TestCgroup {
                     pids: Vec::new(),
                     cgroups: vec![(self.id, Decision::Trace)],
                 },
+                inject: false,
                 ..ProbeConfig::default()
             },
             ..CaptureConfig::default()
@@ -137,10 +139,17 @@ impl TestCgroup {
         Recording { handle }
     }
 
-    /// Starts a capture of this cgroup that turns traffic into spans.
+    /// Starts a capture of this cgroup that turns traffic into spans, with `traceparent`
+    /// injection on (as `sonde run` does by default).
     pub fn capture_spans(&self) -> SpanRecording {
+        let mut config = self.capture_config();
+        config.probes.inject = true;
+        self.capture_spans_with(config)
+    }
+
+    pub fn capture_spans_with(&self, config: CaptureConfig) -> SpanRecording {
         let stage = SpanStage::live(HttpConfig::default(), Vec::new());
-        let mut handle = Capture::spawn(self.capture_config(), stage);
+        let mut handle = Capture::spawn(config, stage);
         handle.wait_ready().expect("capture starts");
         SpanRecording { handle }
     }
@@ -192,6 +201,17 @@ impl Drop for TestCgroup {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A process spawned outside any test cgroup (an untraced receiver, say), killed and reaped
+/// when the guard drops, so a failing assertion leaves nothing running.
+pub struct Reaper(pub Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -7,12 +7,12 @@ use std::{
     io::{BufRead as _, BufReader, Read as _},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use sonde_tests::{Lines, TestCgroup, free_port, peers_dir, python, wait_for_port};
+use sonde_tests::{Lines, Reaper, TestCgroup, free_port, peers_dir, python, wait_for_port};
 
 /// The `sonde` binary cargo built next to this test.
 fn sonde_bin() -> PathBuf {
@@ -43,17 +43,8 @@ fn export_peers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../export/tests/peers")
 }
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// An OTLP sink of the export crate's tests: records every request as a JSON line.
-fn start_sink(kind: &str, port: u16, record: &Path) -> Kill {
+fn start_sink(kind: &str, port: u16, record: &Path) -> Reaper {
     let script = export_peers().join(format!("otlp_{kind}_sink.py"));
     let mut child = Command::new(peers_python())
         .arg(&script)
@@ -68,7 +59,7 @@ fn start_sink(kind: &str, port: u16, record: &Path) -> Kill {
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("LISTENING"), "{line}");
-    Kill(child)
+    Reaper(child)
 }
 
 /// Spans the sink recorded: (resource attributes, span) pairs.
@@ -103,7 +94,7 @@ fn attrs(list: &Value) -> BTreeMap<String, Value> {
 }
 
 /// `sonde run` tracing `cg`, with extra environment; returns once it is tracing.
-fn start_sonde(cg: &TestCgroup, env: &[(&str, String)], args: &[&str]) -> Kill {
+fn start_sonde(cg: &TestCgroup, env: &[(&str, String)], args: &[&str]) -> Reaper {
     let mut cmd = Command::new(sonde_bin());
     cmd.arg("run")
         .arg("--cgroup")
@@ -129,7 +120,7 @@ fn start_sonde(cg: &TestCgroup, env: &[(&str, String)], args: &[&str]) -> Kill {
         let mut s = String::new();
         let _ = err.read_to_string(&mut s);
     });
-    Kill(child)
+    Reaper(child)
 }
 
 fn start_server(cg: &mut TestCgroup) -> u16 {
@@ -302,7 +293,7 @@ fn rotel_accepts_and_prints_sondes_spans() {
         .unwrap()
         .join("lib/python3.11/site-packages/rotel/rotel-agent");
     let log = std::env::temp_dir().join(format!("sonde-rotel-{}.log", std::process::id()));
-    let _rotel = Kill(
+    let _rotel = Reaper(
         Command::new(&rotel)
             .args(["start", "--exporter", "blackhole", "--debug-log", "traces"])
             .args(["--debug-log-verbosity", "detailed", "--otlp-grpc-endpoint"])
@@ -404,6 +395,17 @@ fn a_collector_outage_loses_nothing_silently() {
     assert_eq!(created, 320.0, "{after}");
     assert_eq!(exported + dropped, created, "{after}");
     assert_eq!(metric(&after, "sonde_spans_created_total"), created);
+    // Every curl request got a traceparent, and every server span read it.
+    assert_eq!(
+        metric(&after, "sonde_trace_injections_total{outcome=\"injected\"}"),
+        160.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "sonde_trace_links_total{link=\"header\"}"),
+        160.0,
+        "{after}"
+    );
     // The receiver got exactly what was counted as exported, each span once.
     let spans = recorded_spans(&record);
     let _ = std::fs::remove_file(&record);

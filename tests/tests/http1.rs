@@ -149,11 +149,12 @@ fn curl_and_python_server_give_a_server_and_a_client_span() {
     assert_eq!(attr_int(c, "http.response.status_code"), 200);
     assert_eq!(c.resource.service_name(), Some("curl"));
 
-    // Timing: positive, the server's inside the client's, the client's no longer than curl
-    // measured.
+    // Timing: positive, the server's starts after the client's and is no longer, the client's
+    // no longer than curl measured. (The server's end may follow the client's by a few µs:
+    // on loopback the response is delivered, and read, before the server's write returns.)
     assert!(s.duration_nanos() > 0 && c.duration_nanos() > 0);
     assert!(c.start_unix_nanos <= s.start_unix_nanos, "{c:#?} {s:#?}");
-    assert!(s.end_unix_nanos <= c.end_unix_nanos);
+    assert!(s.duration_nanos() <= c.duration_nanos(), "{s:#?} {c:#?}");
     assert!(
         c.duration_nanos() as f64 <= curl_seconds * 1e9 + 1e6,
         "{} {curl_seconds}",
@@ -444,6 +445,7 @@ fn replaying_a_capture_of_a_live_run_gives_the_same_spans() {
         .expect("tcpdump");
     // tcpdump says "listening on lo" once the capture runs.
     let mut err = std::io::BufReader::new(tcpdump.stderr.take().unwrap());
+    let mut tcpdump = sonde_tests::Reaper(tcpdump);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut err, &mut line).unwrap();
     assert!(line.contains("listening"), "{line}");
@@ -461,8 +463,8 @@ fn replaying_a_capture_of_a_live_run_gives_the_same_spans() {
     let (live, _, _) = rec.finish();
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(tcpdump.id() as i32, libc::SIGINT) };
-    tcpdump.wait().unwrap();
+    unsafe { libc::kill(tcpdump.0.id() as i32, libc::SIGINT) };
+    tcpdump.0.wait().unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     assert!(

@@ -17,7 +17,7 @@ use std::{
 use bytes::Bytes;
 use sonde_proto::{CloseReason, ConnSource, Direction, Role, Syscall};
 
-use crate::events::{ConnCloseEv, ConnOpenEv, DataEv, Event, Meta, ProcEv, ProcKind};
+use crate::events::{ConnCloseEv, ConnOpenEv, DataEv, Event, Meta, ProcEv, ProcKind, TraceCtxEv};
 
 /// Limits of the tracker; see the field docs for defaults.
 #[derive(Clone, Debug)]
@@ -151,6 +151,8 @@ pub trait StreamSink {
     fn closed(&mut self, conn: &ConnInfo, end: ConnEnd, at_ns: u64);
     /// A process exec'd, exited or forked (after its connections were ended, for an exit).
     fn process(&mut self, _ev: &ProcEv) {}
+    /// The kernel chose the trace context of a request on `conn`.
+    fn trace_ctx(&mut self, _conn: &ConnInfo, _ctx: TraceCtxEv) {}
 }
 
 /// Counts of what the tracker did, dropped or evicted.
@@ -260,6 +262,11 @@ impl ConnTracker {
                 return Some(r);
             }
             Event::Proc(p) => sink.process(&p),
+            Event::TraceCtx(c) => {
+                if let Some(conn) = self.conns.get(&c.conn_id) {
+                    sink.trace_ctx(&conn.info, c);
+                }
+            }
         }
         None
     }

@@ -5,6 +5,8 @@
 //! the executable name. Facts are read from `/proc` once per process and cached until it execs
 //! or exits; a process already gone falls back to the command name the kernel reported.
 
+pub mod runtime;
+
 use std::{collections::HashMap, fs, path::PathBuf, sync::Arc};
 
 use sonde_export::span::{KeyValue, Resource};

@@ -14,8 +14,8 @@ use std::{
 
 use bytes::Bytes;
 use sonde_proto::{
-    CloseReason, ConnCloseEvent, ConnOpenEvent, ConnSource, DataEvent, Direction, EventHeader,
-    EventKind, ProcEvent, Role, Syscall,
+    CloseReason, ConnCloseEvent, ConnOpenEvent, ConnSource, CtxKind, CtxSource, DataEvent,
+    Direction, EventHeader, EventKind, InjectOutcome, ProcEvent, Role, Syscall, TraceCtxEvent,
 };
 
 pub use self::ringbuf::RingBufSource;
@@ -105,12 +105,29 @@ pub struct ProcEv {
     pub comm: String,
 }
 
+/// Trace context the kernel chose for the request starting at `seq` on a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceCtxEv {
+    pub meta: Meta,
+    pub conn_id: u64,
+    pub seq: u64,
+    pub kind: CtxKind,
+    pub source: CtxSource,
+    pub inject: InjectOutcome,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// `None` for a root.
+    pub parent_span_id: Option<[u8; 8]>,
+    pub flags: u8,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Data(DataEv),
     ConnOpen(ConnOpenEv),
     ConnClose(ConnCloseEv),
     Proc(ProcEv),
+    TraceCtx(TraceCtxEv),
 }
 
 impl Event {
@@ -120,6 +137,7 @@ impl Event {
             Self::ConnOpen(e) => &e.meta,
             Self::ConnClose(e) => &e.meta,
             Self::Proc(e) => &e.meta,
+            Self::TraceCtx(e) => &e.meta,
         }
     }
 }
@@ -245,6 +263,21 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 reason: field(CloseReason::try_from(c.reason), "reason", c.reason.into())?,
                 tx_bytes: c.tx_bytes,
                 rx_bytes: c.rx_bytes,
+            })
+        }
+        EventKind::TraceCtx => {
+            let c: TraceCtxEvent = read(buf, "trace context event")?;
+            Event::TraceCtx(TraceCtxEv {
+                meta,
+                conn_id: c.conn_id,
+                seq: c.seq,
+                kind: field(CtxKind::try_from(c.kind), "ctx kind", c.kind.into())?,
+                source: field(CtxSource::try_from(c.source), "ctx source", c.source.into())?,
+                inject: field(InjectOutcome::try_from(c.inject), "inject", c.inject.into())?,
+                trace_id: c.trace_id,
+                span_id: c.span_id,
+                parent_span_id: (c.parent_span_id != [0; 8]).then_some(c.parent_span_id),
+                flags: c.flags,
             })
         }
         EventKind::ProcExec | EventKind::ProcExit | EventKind::ProcFork => {
@@ -490,6 +523,35 @@ mod tests {
             assert_eq!(p.other_pid, 42);
             assert_eq!(p.comm, "python");
         }
+    }
+
+    #[test]
+    fn trace_ctx_round_trip() {
+        let ev = TraceCtxEvent {
+            header: hdr(EventKind::TraceCtx),
+            conn_id: 3,
+            seq: 500,
+            trace_id: [7; 16],
+            span_id: [8; 8],
+            parent_span_id: [0; 8],
+            flags: 1,
+            kind: CtxKind::Client as u8,
+            source: CtxSource::Linked as u8,
+            inject: InjectOutcome::Injected as u8,
+            _pad: [0; 4],
+        };
+        let Event::TraceCtx(c) = decode(&encode::record(&ev)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((c.conn_id, c.seq, c.flags), (3, 500, 1));
+        assert_eq!(c.kind, CtxKind::Client);
+        assert_eq!(c.source, CtxSource::Linked);
+        assert_eq!(c.inject, InjectOutcome::Injected);
+        assert_eq!(c.parent_span_id, None);
+        assert_eq!((c.trace_id, c.span_id), ([7; 16], [8; 8]));
+        let mut bad = ev;
+        bad.source = 99;
+        assert!(decode(&encode::record(&bad)).is_err());
     }
 
     #[test]

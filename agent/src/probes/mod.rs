@@ -17,12 +17,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    maps::{Array, HashMap, MapData, PerCpuArray, ProgramArray, RingBuf, SockHash},
+    programs::{CgroupAttachMode, ProgramError, SkMsg, SockOps, TracePoint},
 };
 use sonde_proto::{
     COUNTER_SLOTS, ConnKey, Counter, Decision, FilterConfig, KernelOffsets, MAX_CAPTURE,
-    PROC_FLAG_INHERIT, ProcState, globals, maps,
+    PROC_FLAG_INHERIT, ProcState, globals, maps, programs,
 };
 
 use self::{
@@ -126,6 +126,12 @@ pub enum ProbeError {
     },
     #[error("map {0} is missing from the object; the build is inconsistent")]
     MissingMap(&'static str),
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -165,6 +171,8 @@ pub struct ProbeConfig {
     /// Pending bytes before the kernel wakes the agent.
     pub wakeup_bytes: u32,
     pub filter: FilterSpec,
+    /// Put `traceparent` into outgoing HTTP/1 requests of traced processes.
+    pub inject: bool,
 }
 
 impl Default for ProbeConfig {
@@ -174,6 +182,7 @@ impl Default for ProbeConfig {
             ring_buffer_bytes: 16 * 1024 * 1024,
             wakeup_bytes: 256 * 1024,
             filter: FilterSpec::default(),
+            inject: true,
         }
     }
 }
@@ -197,8 +206,14 @@ pub struct Probes {
     cgroups: HashMap<MapData, u64, u32>,
     filter: Array<MapData, FilterConfig>,
     conns: HashMap<MapData, ConnKey, sonde_proto::ConnState>,
+    /// Kept alive while injection runs (the sk_msg program is attached to it).
+    socks: Option<SockHash<MapData, u64>>,
+    /// The tail-call table of the context programs.
+    tail: Option<ProgramArray<MapData>>,
     pub offsets: KernelOffsets,
     pub load_time: Duration,
+    /// Whether injection is on (asked for, and the sock_ops and sk_msg programs attached).
+    pub inject: bool,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
@@ -233,8 +248,16 @@ impl Probes {
         let btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
         let offsets = offsets::resolve(&btf, &tracefs)?;
 
+        // Injection needs a cgroup v2 hierarchy for sock_ops; without one it is off.
+        let cgroup2 = crate::cgroup::v2_mount();
+        let inject = config.inject && cgroup2.is_some();
+        if config.inject && cgroup2.is_none() {
+            tracing::warn!("no cgroup v2 hierarchy: traceparent injection is off");
+        }
+        let inject_flag: u32 = u32::from(inject);
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::CAPTURE_BYTES, &config.capture_bytes, true)
+            .override_global(globals::INJECT, &inject_flag, true)
             .override_global(globals::WAKEUP_BYTES, &config.wakeup_bytes, true)
             .override_global(globals::OFFSETS, &offsets, true)
             .map_max_entries(maps::EVENTS, config.ring_buffer_bytes)
@@ -249,9 +272,12 @@ impl Probes {
             cgroups: take(&mut ebpf, maps::CGROUPS)?,
             filter: take(&mut ebpf, maps::FILTER)?,
             conns: take(&mut ebpf, maps::CONNS)?,
+            socks: None,
+            tail: None,
             ebpf,
             offsets,
             load_time: Duration::ZERO,
+            inject: false,
         };
 
         // The traced set is in place before the first program runs; sonde never traces itself.
@@ -263,6 +289,7 @@ impl Probes {
             probes.set_cgroup(id, d)?;
         }
         probes.set_default(config.filter.default)?;
+        probes.load_context_programs()?;
 
         for &(name, category, tracepoint) in TRACEPOINTS {
             let prog: &mut TracePoint = probes
@@ -286,8 +313,116 @@ impl Probes {
                     source: Box::new(e),
                 })?;
         }
+        if let (true, Some(root)) = (inject, cgroup2) {
+            probes.attach_injection(&root)?;
+            probes.inject = true;
+        }
         probes.load_time = started.elapsed();
         Ok(probes)
+    }
+
+    /// Loads the context programs and puts them in the tail-call table, before any data
+    /// program runs.
+    fn load_context_programs(&mut self) -> Result<(), ProbeError> {
+        let map = self
+            .ebpf
+            .take_map(maps::TAIL)
+            .ok_or(ProbeError::MissingMap(maps::TAIL))?;
+        let mut tail: ProgramArray<MapData> =
+            ProgramArray::try_from(map).map_err(|e| ProbeError::Map {
+                name: maps::TAIL,
+                source: Box::new(e),
+            })?;
+        for (index, name) in [(0u32, programs::CTX_SERVER), (1, programs::CTX_CLIENT)] {
+            let prog: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram { name })?
+                .try_into()
+                .map_err(|e| ProbeError::ProgramLoad {
+                    name,
+                    source: Box::new(e),
+                })?;
+            prog.load().map_err(|e| ProbeError::ProgramLoad {
+                name,
+                source: Box::new(e),
+            })?;
+            let fd = prog.fd().map_err(|e| ProbeError::ProgramLoad {
+                name,
+                source: Box::new(e),
+            })?;
+            tail.set(index, fd, 0).map_err(|e| ProbeError::Map {
+                name: maps::TAIL,
+                source: Box::new(e),
+            })?;
+        }
+        self.tail = Some(tail);
+        Ok(())
+    }
+
+    /// sock_ops at the cgroup v2 root (a BPF link: it coexists with other programs attached
+    /// there), sk_msg on
+    /// the socket map.
+    fn attach_injection(&mut self, root: &Path) -> Result<(), ProbeError> {
+        let socks = self
+            .ebpf
+            .take_map(maps::SOCKS)
+            .ok_or(ProbeError::MissingMap(maps::SOCKS))?;
+        let socks: SockHash<MapData, u64> =
+            SockHash::try_from(socks).map_err(|e| ProbeError::Map {
+                name: maps::SOCKS,
+                source: Box::new(e),
+            })?;
+        let fd = socks.fd().try_clone().map_err(|e| ProbeError::Cgroup {
+            path: root.display().to_string(),
+            source: e,
+        })?;
+        let name = programs::SK_MSG;
+        let msg: &mut SkMsg = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram { name })?
+            .try_into()
+            .map_err(|e| ProbeError::ProgramLoad {
+                name,
+                source: Box::new(e),
+            })?;
+        msg.load().map_err(|e| ProbeError::ProgramLoad {
+            name,
+            source: Box::new(e),
+        })?;
+        msg.attach(&fd).map_err(|e| ProbeError::ProgramLoad {
+            name,
+            source: Box::new(e),
+        })?;
+        let cgroup = std::fs::File::open(root).map_err(|source| ProbeError::Cgroup {
+            path: root.display().to_string(),
+            source,
+        })?;
+        let name = programs::SOCK_OPS;
+        let ops: &mut SockOps = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram { name })?
+            .try_into()
+            .map_err(|e| ProbeError::ProgramLoad {
+                name,
+                source: Box::new(e),
+            })?;
+        ops.load().map_err(|e| ProbeError::ProgramLoad {
+            name,
+            source: Box::new(e),
+        })?;
+        // aya attaches through a BPF link, which the kernel always adds alongside other
+        // programs (links are multi by nature): `Single` replaces nobody's program here,
+        // whereas `AllowMultiple` makes aya pass a flag that link_create refuses (EINVAL).
+        ops.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| ProbeError::ProgramLoad {
+                name,
+                source: Box::new(e),
+            })?;
+        self.socks = Some(socks);
+        Ok(())
     }
 
     /// The event ring buffer; can be taken once (by the `events` module).
@@ -312,6 +447,24 @@ impl Probes {
             flags: if inherit { PROC_FLAG_INHERIT } else { 0 },
             _pad: 0,
         };
+        self.procs
+            .insert(pid, state, 0)
+            .map_err(|e| ProbeError::Map {
+                name: maps::PROCS,
+                source: Box::new(e),
+            })
+    }
+
+    /// Marks a process whose outgoing requests must never be linked to the request its thread
+    /// serves (see `enrich::runtime`); its decision and fd epoch are kept.
+    pub fn mark_no_link(&mut self, pid: u32) -> Result<(), ProbeError> {
+        let mut state = self.procs.get(&pid, 0).unwrap_or(ProcState {
+            decision: Decision::Unset as u32,
+            fd_epoch: 0,
+            flags: 0,
+            _pad: 0,
+        });
+        state.flags |= sonde_proto::PROC_FLAG_NO_LINK;
         self.procs
             .insert(pid, state, 0)
             .map_err(|e| ProbeError::Map {

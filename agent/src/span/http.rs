@@ -17,7 +17,125 @@ use sonde_protocol::{
 };
 
 use super::{ids, timing::TimingIndex};
-use crate::{clock::WallClock, conn::ConnInfo};
+use crate::{
+    clock::WallClock,
+    conn::ConnInfo,
+    context::{parse_traceparent, parse_tracestate},
+    events::TraceCtxEv,
+};
+use sonde_export::span::{SpanId, TraceId};
+use sonde_proto::{CtxSource, InjectOutcome};
+
+/// The trace context of a span: from the kernel (the ids that went on the wire), else from the
+/// request's own `traceparent`, else new.
+struct Ids {
+    trace_id: TraceId,
+    span_id: SpanId,
+    parent: Option<SpanId>,
+    flags: u8,
+    trace_state: String,
+    link: &'static str,
+    inject: Option<InjectOutcome>,
+}
+
+/// Stable label of a `sonde.trace.link` value (for counters).
+pub fn link_label(v: &str) -> &'static str {
+    match v {
+        "header" => "header",
+        "linked" => "linked",
+        "ambiguous" => "ambiguous",
+        "adopted" => "adopted",
+        "new" => "new",
+        _ => "other",
+    }
+}
+
+/// Stable label of a `sonde.trace.inject` value (for counters).
+pub fn inject_label(v: &str) -> &'static str {
+    [
+        InjectOutcome::Injected,
+        InjectOutcome::SkipExisting,
+        InjectOutcome::SkipHeadersIncomplete,
+        InjectOutcome::SkipRequestLine,
+        InjectOutcome::SkipNotAtBoundary,
+        InjectOutcome::SkipPushFailed,
+        InjectOutcome::NotAttempted,
+    ]
+    .into_iter()
+    .map(InjectOutcome::as_str)
+    .find(|s| *s == v)
+    .unwrap_or("other")
+}
+
+fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids {
+    let headers = &x.request.headers;
+    let incoming = headers.get_str("traceparent").and_then(parse_traceparent);
+    let state = || {
+        incoming
+            .and_then(|_| {
+                parse_tracestate(
+                    headers
+                        .get_all("tracestate")
+                        .filter_map(|v| std::str::from_utf8(v).ok()),
+                )
+            })
+            .unwrap_or_default()
+    };
+    match (ctx, incoming) {
+        // The request carried traceparent and the kernel (client side) adopted it, or no kernel
+        // context: the header's trace, the header's span as parent.
+        (Some(c), Some(tp)) if c.source == CtxSource::Adopted => Ids {
+            trace_id: tp.trace_id,
+            span_id: ids::span_id(),
+            parent: Some(tp.parent_id),
+            flags: tp.flags,
+            trace_state: state(),
+            link: "adopted",
+            inject: Some(c.inject),
+        },
+        (Some(c), _) => Ids {
+            trace_id: TraceId(c.trace_id),
+            span_id: SpanId(c.span_id),
+            parent: c.parent_span_id.map(SpanId),
+            flags: c.flags,
+            trace_state: if c.source == CtxSource::Header {
+                state()
+            } else {
+                String::new()
+            },
+            link: match c.source {
+                CtxSource::Header => "header",
+                CtxSource::Linked => "linked",
+                CtxSource::Ambiguous => "ambiguous",
+                CtxSource::Adopted => "adopted",
+                CtxSource::NewTrace => "new",
+            },
+            inject: (kind == SpanKind::Client).then_some(c.inject),
+        },
+        (None, Some(tp)) => Ids {
+            trace_id: tp.trace_id,
+            span_id: ids::span_id(),
+            parent: Some(tp.parent_id),
+            flags: tp.flags,
+            trace_state: state(),
+            link: if kind == SpanKind::Client {
+                "adopted"
+            } else {
+                "header"
+            },
+            inject: None,
+        },
+        (None, None) => Ids {
+            trace_id: ids::trace_id(),
+            span_id: ids::span_id(),
+            parent: None,
+            flags: FLAG_SAMPLED,
+            trace_state: String::new(),
+            link: "new",
+            inject: None,
+        },
+    }
+}
 
 /// What the HTTP span builder needs to know from configuration.
 #[derive(Clone, Debug, Default)]
@@ -96,6 +214,7 @@ pub fn exchange_span(
     clock: &WallClock,
     conn: &ConnInfo,
     strings: &ConnStrings,
+    ctx: Option<&TraceCtxEv>,
     x: &Exchange,
     req_timing: &TimingIndex,
     resp_timing: &TimingIndex,
@@ -270,12 +389,17 @@ pub fn exchange_span(
         }
     };
 
+    let ids = ids(kind, x, ctx);
+    push(&mut attrs, "sonde.trace.link", ids.link);
+    if let Some(i) = ids.inject {
+        push(&mut attrs, "sonde.trace.inject", i.as_str());
+    }
     Span {
-        trace_id: ids::trace_id(),
-        span_id: ids::span_id(),
-        parent_span_id: None,
-        trace_state: String::new(),
-        flags: FLAG_SAMPLED,
+        trace_id: ids.trace_id,
+        span_id: ids.span_id,
+        parent_span_id: ids.parent,
+        trace_state: ids.trace_state,
+        flags: ids.flags,
         name: format!("{} {route}", method_for_name(&req.method)),
         kind,
         start_unix_nanos: clock.unix_ns(start_mono),

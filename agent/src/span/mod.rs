@@ -11,12 +11,12 @@ pub mod ids;
 pub mod timing;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Arc,
 };
 
 use sonde_export::span::{Resource, Span};
-use sonde_proto::{Direction, Role};
+use sonde_proto::{CtxKind, Direction, Role};
 use sonde_protocol::{
     detect::{Detected, detect},
     http1::{EndReason, Http1Conn, Http1Event, Limits as Http1Limits, Side},
@@ -28,12 +28,17 @@ use crate::{
     clock::WallClock,
     conn::{Chunk, ConnEnd, ConnInfo, StreamSink},
     enrich::ProcessCache,
-    events::{ProcEv, ProcKind},
+    events::{ProcEv, ProcKind, TraceCtxEv},
 };
+
+/// Trace contexts remembered per connection until their exchange completes.
+const MAX_CTX_PER_CONN: usize = 256;
 
 /// Receives finished spans.
 pub trait SpanSink {
     fn span(&mut self, span: Span);
+    /// Time passes (monotonic ns), for sinks that hold spans.
+    fn tick(&mut self, _now_ns: u64) {}
 }
 
 impl SpanSink for Vec<Span> {
@@ -80,6 +85,10 @@ pub struct SpanStats {
     pub incomplete: BTreeMap<&'static str, u64>,
     /// Connections whose parsing stopped (upgrade, CONNECT tunnel).
     pub stopped: u64,
+    /// Spans by how their trace context was decided (`header`, `linked`, `new`, ...).
+    pub trace_links: BTreeMap<&'static str, u64>,
+    /// Client spans by injection outcome.
+    pub injections: BTreeMap<&'static str, u64>,
 }
 
 /// Chunks held per connection while its protocol is being detected.
@@ -105,6 +114,8 @@ struct ConnState {
     detect_chunks: usize,
     timing: [TimingIndex; 2],
     resource: Option<Arc<Resource>>,
+    /// Contexts the kernel chose for requests of this connection, oldest first.
+    ctxs: VecDeque<TraceCtxEv>,
 }
 
 fn dir_idx(d: Direction) -> usize {
@@ -181,6 +192,7 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
     /// Time passes: the wall-clock offset is measured again about once a minute, so that NTP
     /// adjustments are followed.
     pub fn tick(&mut self, now_ns: u64) {
+        self.out.tick(now_ns);
         if now_ns.saturating_sub(self.clock_checked_ns) >= 60_000_000_000 {
             self.clock_checked_ns = now_ns;
             if self.live_clock {
@@ -262,11 +274,22 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
                             r
                         }
                     };
+                    let want = if c.info.role == Role::Client {
+                        CtxKind::Client
+                    } else {
+                        CtxKind::Server
+                    };
+                    let ctx = c
+                        .ctxs
+                        .iter()
+                        .position(|k| k.kind == want && k.seq == x.request_extent.first)
+                        .and_then(|i| c.ctxs.remove(i));
                     let span = http::exchange_span(
                         &self.config,
                         &self.clock,
                         &c.info,
                         &c.strings,
+                        ctx.as_ref(),
                         x,
                         &c.timing[dir_idx(request_dir)],
                         &c.timing[dir_idx(other(request_dir))],
@@ -277,6 +300,24 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
                         c.timing[dir_idx(other(request_dir))].forget_before(r.first);
                     }
                     self.stats.spans_created += 1;
+                    if let Some(sonde_export::span::Value::Str(link)) =
+                        span.attr("sonde.trace.link")
+                    {
+                        *self
+                            .stats
+                            .trace_links
+                            .entry(http::link_label(link))
+                            .or_default() += 1;
+                    }
+                    if let Some(sonde_export::span::Value::Str(inj)) =
+                        span.attr("sonde.trace.inject")
+                    {
+                        *self
+                            .stats
+                            .injections
+                            .entry(http::inject_label(inj))
+                            .or_default() += 1;
+                    }
                     self.out.span(span);
                 }
                 Http1Event::Error(e) => {
@@ -310,6 +351,7 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
                 detect_chunks: 0,
                 timing: Default::default(),
                 resource: None,
+                ctxs: VecDeque::new(),
             },
         );
     }
@@ -374,6 +416,15 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
             self.handle_events(id);
         }
         self.conns.remove(&id);
+    }
+
+    fn trace_ctx(&mut self, conn: &ConnInfo, ctx: TraceCtxEv) {
+        if let Some(c) = self.conns.get_mut(&conn.id) {
+            if c.ctxs.len() >= MAX_CTX_PER_CONN {
+                c.ctxs.pop_front();
+            }
+            c.ctxs.push_back(ctx);
+        }
     }
 
     fn process(&mut self, ev: &ProcEv) {
