@@ -186,6 +186,31 @@ impl Telemetry {
         for (how, n) in &s.spans.trace_links {
             f = f.sample(&[("link", how)], *n as f64);
         }
+        w.counter(
+            "sonde_h2_unrecovered_fields_total",
+            "HTTP/2 header fields sonde could not decode (joined a connection late, missed a header block); never guessed.",
+        )
+        .sample(&[], s.spans.h2_unrecovered_fields as f64);
+        w.counter(
+            "sonde_h2c_upgrades_total",
+            "Connections that switched from HTTP/1.1 to HTTP/2 with Upgrade: h2c.",
+        )
+        .sample(&[], s.spans.h2c_upgrades as f64);
+        w.gauge(
+            "sonde_trace_open_requests",
+            "Server requests in progress that outgoing HTTP/2 calls of the same process may be linked to.",
+        )
+        .sample(&[], s.spans.links_open as f64);
+        w.gauge(
+            "sonde_trace_peer_contexts",
+            "Contexts of HTTP/2 client streams kept for the server end of the connection.",
+        )
+        .sample(&[], s.spans.links_peers as f64);
+        w.counter(
+            "sonde_trace_context_dropped_total",
+            "Userspace trace-context entries dropped at their bounds (their spans start new traces).",
+        )
+        .sample(&[], s.spans.links_dropped as f64);
         let mut f = w.counter(
             "sonde_trace_injections_total",
             "Outgoing HTTP/1 requests by traceparent injection outcome.",
@@ -249,6 +274,9 @@ impl Telemetry {
                 "parse_errors": s.spans.parse_errors.iter().map(|((p, k), n)| (format!("{p}/{k}"), json!(n))).collect::<serde_json::Map<_, _>>(),
                 "incomplete": s.spans.incomplete,
                 "trace_links": s.spans.trace_links,
+                "h2_unrecovered_fields": s.spans.h2_unrecovered_fields,
+                "h2c_upgrades": s.spans.h2c_upgrades,
+                "trace_context_dropped": s.spans.links_dropped,
                 "injections": s.spans.injections,
             },
             "export": export,

@@ -32,7 +32,7 @@ pub const DEFAULT_CAPTURE: u32 = 4096;
 /// How many `iovec` entries of a `readv`/`writev`/`sendmsg`/`recvmsg` call are walked.
 /// Bytes in later entries are still counted in `orig_len` and appear as a gap; the event carries
 /// [`DATA_FLAG_IOV_LIMIT`].
-pub const MAX_IOVECS: u32 = 16;
+pub const MAX_IOVECS: u32 = 64;
 
 /// Names of the maps, shared by both sides.
 pub mod maps {

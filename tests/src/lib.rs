@@ -41,6 +41,31 @@ pub fn peers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
 }
 
+/// The Python of `target/peers/venv` (grpcio, OpenTelemetry, h2, Go), made by `cargo xtask
+/// setup`; `SONDE_PEERS_PYTHON` overrides it.
+pub fn peers_python() -> String {
+    std::env::var("SONDE_PEERS_PYTHON").unwrap_or_else(|_| {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/venv/bin/python");
+        assert!(
+            p.exists(),
+            "{} missing: run `cargo xtask setup`",
+            p.display()
+        );
+        p.to_string_lossy().into_owned()
+    })
+}
+
+/// `target/peers/node/node_modules` (for `NODE_PATH`), made by `cargo xtask setup`.
+pub fn node_modules() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/node/node_modules");
+    assert!(
+        p.join("@grpc/grpc-js").exists(),
+        "{} missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
 pub fn python() -> String {
     std::env::var("SONDE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }

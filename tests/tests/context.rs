@@ -13,8 +13,8 @@ use serde_json::Value;
 use sonde_export::span::{Span, SpanKind};
 use sonde_proto::Counter;
 use sonde_tests::{
-    Lines, Reaper, TestCgroup, attr_int, attr_str, free_port, peers_dir, python, unhex,
-    wait_for_port,
+    Lines, Reaper, TestCgroup, attr_int, attr_str, free_port, peers_dir, peers_python, python,
+    unhex, wait_for_port,
 };
 
 /// Starts `program script PORT extra...` in the cgroup and waits for "ready PORT".
@@ -224,16 +224,6 @@ fn python_node_and_nginx_form_one_trace() {
     );
 }
 
-fn peers_venv_python() -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo xtask setup`",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
 /// The spans an OTLP sink of the export tests recorded (JSON records).
 fn sink_spans(record: &Path) -> Vec<Value> {
     std::fs::read_to_string(record)
@@ -259,7 +249,7 @@ fn an_sdk_instrumented_service_joins_the_same_trace_without_a_second_header() {
     let record = std::env::temp_dir().join(format!("sonde-ctx-sdk-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&record);
     let sink_port = free_port();
-    let mut sink = Command::new(peers_venv_python())
+    let mut sink = Command::new(peers_python())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../export/tests/peers/otlp_grpc_sink.py"))
         .args(["--port", &sink_port.to_string(), "--record"])
         .arg(&record)
@@ -274,7 +264,7 @@ fn an_sdk_instrumented_service_joins_the_same_trace_without_a_second_header() {
     let c = py_hop(&mut cg, None);
     let b = start(
         &mut cg,
-        &peers_venv_python(),
+        &peers_python(),
         "chain_sdk.py",
         &[
             format!("127.0.0.1:{c}"),

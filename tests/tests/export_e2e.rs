@@ -12,7 +12,9 @@ use std::{
 };
 
 use serde_json::Value;
-use sonde_tests::{Lines, Reaper, TestCgroup, free_port, peers_dir, python, wait_for_port};
+use sonde_tests::{
+    Lines, Reaper, TestCgroup, free_port, peers_dir, peers_python, python, wait_for_port,
+};
 
 /// The `sonde` binary cargo built next to this test.
 fn sonde_bin() -> PathBuf {
@@ -25,18 +27,6 @@ fn sonde_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn peers_python() -> String {
-    std::env::var("SONDE_PEERS_PYTHON").unwrap_or_else(|_| {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/venv/bin/python");
-        assert!(
-            p.exists(),
-            "{} missing: run `cargo xtask setup`",
-            p.display()
-        );
-        p.to_string_lossy().into_owned()
-    })
 }
 
 fn export_peers() -> PathBuf {

@@ -157,6 +157,9 @@ pub fn setup() -> Result<Vec<String>> {
     if setup_peers_venv()? {
         did.push("python peers venv".into());
     }
+    if setup_node_peers()? {
+        did.push("node peers".into());
+    }
 
     for tool in ["python3", "curl"] {
         if output(Command::new(tool).arg("--version")).is_none() {
@@ -209,6 +212,40 @@ fn setup_peers_venv() -> Result<bool> {
             "-r",
         ])
         .arg(&reqs))?;
+    fs::write(&stamp, wanted)?;
+    Ok(true)
+}
+
+/// Installs the Node.js packages of `tests/peers/node/package.json` into `target/peers/node`
+/// (npm, from the registry), again when the manifest changed. Returns whether it did anything.
+fn setup_node_peers() -> Result<bool> {
+    let root = workspace_root();
+    let manifest = root.join("tests/peers/node/package.json");
+    let dir = root.join("target/peers/node");
+    let stamp = dir.join("installed-package.json");
+    let wanted =
+        fs::read_to_string(&manifest).with_context(|| format!("read {}", manifest.display()))?;
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && dir.join("node_modules").is_dir() {
+        return Ok(false);
+    }
+    if output(Command::new("npm").arg("--version")).is_none() {
+        bail!("npm is missing: install Node.js 20 with npm (the gRPC tests use @grpc/grpc-js)");
+    }
+    eprintln!(
+        "setup: installing Node.js test peers into {}",
+        dir.display()
+    );
+    fs::create_dir_all(&dir)?;
+    fs::copy(&manifest, dir.join("package.json"))?;
+    run(Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(&dir))?;
     fs::write(&stamp, wanted)?;
     Ok(true)
 }

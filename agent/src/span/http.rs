@@ -16,7 +16,7 @@ use sonde_protocol::{
     route::{RoutePattern, route, split_target},
 };
 
-use super::{ids, timing::TimingIndex};
+use super::{ids, links::Ids, timing::TimingIndex};
 use crate::{
     clock::WallClock,
     conn::ConnInfo,
@@ -26,18 +26,6 @@ use crate::{
 use sonde_export::span::{SpanId, TraceId};
 use sonde_proto::{CtxSource, InjectOutcome};
 
-/// The trace context of a span: from the kernel (the ids that went on the wire), else from the
-/// request's own `traceparent`, else new.
-struct Ids {
-    trace_id: TraceId,
-    span_id: SpanId,
-    parent: Option<SpanId>,
-    flags: u8,
-    trace_state: String,
-    link: &'static str,
-    inject: Option<InjectOutcome>,
-}
-
 /// Stable label of a `sonde.trace.link` value (for counters).
 pub fn link_label(v: &str) -> &'static str {
     match v {
@@ -45,6 +33,7 @@ pub fn link_label(v: &str) -> &'static str {
         "linked" => "linked",
         "ambiguous" => "ambiguous",
         "adopted" => "adopted",
+        "peer" => "peer",
         "new" => "new",
         _ => "other",
     }
@@ -67,7 +56,9 @@ pub fn inject_label(v: &str) -> &'static str {
     .unwrap_or("other")
 }
 
-fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids {
+/// The trace context of an HTTP/1 span: from the kernel (the ids that went on the wire), else
+/// from the request's own `traceparent`, else new.
+pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids {
     let headers = &x.request.headers;
     let incoming = headers.get_str("traceparent").and_then(parse_traceparent);
     let state = || {
@@ -147,7 +138,7 @@ pub struct HttpConfig {
 }
 
 /// Methods the semantic conventions know; others are reported as `_OTHER`.
-const KNOWN_METHODS: &[&str] = &[
+pub(super) const KNOWN_METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE", "QUERY",
 ];
 
@@ -165,7 +156,7 @@ pub fn redact_query(query: &str, allow: &[String]) -> String {
 }
 
 /// Splits a `Host` header into host and port.
-fn split_host(host: &str) -> (&str, Option<u16>) {
+pub(super) fn split_host(host: &str) -> (&str, Option<u16>) {
     if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
         if let Some((h, tail)) = rest.split_once(']') {
@@ -178,7 +169,7 @@ fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
-fn push(attrs: &mut Vec<KeyValue>, key: &'static str, value: impl Into<Value>) {
+pub(super) fn push(attrs: &mut Vec<KeyValue>, key: &'static str, value: impl Into<Value>) {
     attrs.push(KeyValue::new(key, value));
 }
 
@@ -411,7 +402,7 @@ pub fn exchange_span(
 }
 
 /// The method in a span name: known methods as they are, others as `HTTP` (bounded, safe).
-fn method_for_name(m: &str) -> &str {
+pub(super) fn method_for_name(m: &str) -> &str {
     if KNOWN_METHODS.contains(&m) {
         m
     } else {

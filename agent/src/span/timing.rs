@@ -65,6 +65,13 @@ impl TimingIndex {
         }
     }
 
+    /// Forgets all but the `n` most recent chunks.
+    pub fn keep_last(&mut self, n: usize) {
+        while self.entries.len() > n {
+            self.entries.pop_front();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

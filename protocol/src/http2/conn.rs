@@ -3,7 +3,7 @@
 use super::reader::{Cx, PeerSettings, Reader};
 use super::stream::Streams;
 use super::upgrade::H2cUpgrade;
-use super::{EndReason, H2Event, Limits, Side, Stats, frame};
+use super::{EndReason, H2Event, Limits, RequestHead, Side, Stats, frame};
 
 /// The HTTP/2 state of one TCP connection, both directions.
 ///
@@ -142,6 +142,20 @@ impl H2Conn {
             reader.close(&mut cx);
         }
         self.streams.close(reason, out);
+    }
+
+    /// Streams whose request head arrived since the last call, oldest first, each with the
+    /// request-side offset of the head's first byte: for callers that act when a request
+    /// starts (trace context), before its exchange is reported. Their heads are available
+    /// from [`H2Conn::request`] until the exchange is reported. At most `max_streams` are
+    /// remembered between calls.
+    pub fn take_started(&mut self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.streams.started.drain(..)
+    }
+
+    /// The request head of a stream not yet reported.
+    pub fn request(&self, stream_id: u32) -> Option<&RequestHead> {
+        self.streams.request(stream_id)
     }
 
     /// Counters of what was parsed, skipped and lost.

@@ -187,6 +187,9 @@ pub(crate) struct Streams {
     highest: [u32; 2],
     /// The last [`RECENT`] streams emitted or dropped.
     recent: VecDeque<u32>,
+    /// Streams whose request head arrived, with the offset of its first byte, until the
+    /// caller takes them (at most `max_streams`; older ones are dropped first).
+    pub started: VecDeque<(u32, u64)>,
 }
 
 impl Streams {
@@ -199,6 +202,7 @@ impl Streams {
             header_bytes: 0,
             highest: [0; 2],
             recent: VecDeque::new(),
+            started: VecDeque::new(),
         }
     }
 
@@ -239,6 +243,7 @@ impl Streams {
         s.request = Some(request);
         self.map.insert(1, s);
         self.highest[0] = 1;
+        self.started(1, extent.first);
     }
 
     pub(crate) fn header_block(&mut self, side: Side, block: Block, out: &mut Vec<H2Event>) {
@@ -374,6 +379,10 @@ impl Streams {
                     if grpc {
                         s.set_grpc();
                     }
+                    if self.started.len() >= limits.max_streams.max(1) {
+                        self.started.pop_front();
+                    }
+                    self.started.push_back((id, block.first));
                 }
                 Side::Response => {
                     let (mut head, malformed) = ResponseHead::from_block(fields);
@@ -612,6 +621,18 @@ impl Streams {
             self.recent.pop_front();
         }
         self.recent.push_back(id);
+    }
+
+    fn started(&mut self, id: u32, first: u64) {
+        if self.started.len() >= self.limits.max_streams.max(1) {
+            self.started.pop_front();
+        }
+        self.started.push_back((id, first));
+    }
+
+    /// The request head of a stream still tracked.
+    pub(crate) fn request(&self, id: u32) -> Option<&RequestHead> {
+        self.map.get(&id).and_then(|s| s.request.as_ref())
     }
 
     fn next_seq(&mut self) -> u64 {

@@ -764,3 +764,27 @@ fn a_block_is_decoded_when_its_content_ends_not_its_padding() {
         assert_eq!(seen[0], want);
     }
 }
+
+#[test]
+fn started_streams_are_announced_with_their_heads_before_the_exchange() {
+    use build::*;
+    let mut conn = H2Conn::new(Limits::default());
+    let mut out = Vec::new();
+    let get = block(&[idx(2), idx(6), idx(4), lit("traceparent", "00-x")]);
+    let mut req = PREFACE.to_vec();
+    req.extend(headers(1, ES, &get));
+    let second = req.len() as u64;
+    req.extend(headers(3, ES, &get));
+    conn.data(Side::Request, 0, &req, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    let started: Vec<_> = conn.take_started().collect();
+    assert_eq!(started, vec![(1, 24), (3, second)]);
+    assert_eq!(conn.take_started().count(), 0, "taken once");
+    let head = conn.request(3).expect("stream 3 is open");
+    assert_eq!(head.headers.get_str("traceparent"), Some("00-x"));
+    // :status 200, END_STREAM: stream 1 is reported and no longer has a head to look up.
+    conn.data(Side::Response, 0, &headers(1, ES, &idx(8)), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(conn.request(1).is_none());
+    assert!(conn.request(3).is_some());
+}
