@@ -295,8 +295,9 @@ mod tests {
         )
         .await;
         assert!(
-            om.contains("Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n")
-                && om.ends_with("\r\n\r\n# EOF\n"),
+            om.contains(
+                "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"
+            ) && om.ends_with("\r\n\r\n# EOF\n"),
             "{om}"
         );
         let plain = get(
@@ -304,7 +305,10 @@ mod tests {
             "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;q=0,text/plain\r\n\r\n",
         )
         .await;
-        assert!(plain.contains("Content-Type: text/plain; version=0.0.4"), "{plain}");
+        assert!(
+            plain.contains("Content-Type: text/plain; version=0.0.4"),
+            "{plain}"
+        );
         assert!(
             get(addr, "GET /healthz HTTP/1.1\r\n\r\n")
                 .await

@@ -91,8 +91,12 @@ impl Instrument {
 
     pub fn description(self) -> &'static str {
         match self {
-            Self::HttpServer => "Duration of HTTP server requests (every request, before sampling).",
-            Self::HttpClient => "Duration of HTTP client requests (every request, before sampling).",
+            Self::HttpServer => {
+                "Duration of HTTP server requests (every request, before sampling)."
+            }
+            Self::HttpClient => {
+                "Duration of HTTP client requests (every request, before sampling)."
+            }
             Self::RpcServer => "Duration of inbound RPCs (every call, before sampling).",
             Self::RpcClient => "Duration of outbound RPCs (every call, before sampling).",
             Self::ServiceGraph => {
@@ -219,7 +223,11 @@ impl SpanMetrics {
         let key = (point.instrument, point.attributes.clone());
         let key = if r.series.contains_key(&key) {
             key
-        } else if r.per_instrument.get(&point.instrument).copied().unwrap_or(0)
+        } else if r
+            .per_instrument
+            .get(&point.instrument)
+            .copied()
+            .unwrap_or(0)
             >= self.max_series
         {
             r.overflowed += 1;
@@ -293,7 +301,10 @@ impl SpanMetrics {
     pub fn render(&self, w: &mut prom::Writer) {
         let snap = self.snapshot();
         for instrument in Instrument::ALL {
-            let mut series = snap.iter().filter(|s| s.instrument == instrument).peekable();
+            let mut series = snap
+                .iter()
+                .filter(|s| s.instrument == instrument)
+                .peekable();
             if series.peek().is_none() {
                 continue;
             }

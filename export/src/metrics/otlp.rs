@@ -107,8 +107,7 @@ pub fn to_request(
                             metadata: Vec::new(),
                             data: Some(metric::Data::Histogram(Histogram {
                                 data_points,
-                                aggregation_temporality: AggregationTemporality::Cumulative
-                                    as i32,
+                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
                             })),
                         })
                         .collect(),
@@ -136,10 +135,7 @@ mod tests {
         });
         let p = Point {
             instrument: Instrument::HttpServer,
-            attributes: vec![
-                ("http.route", "/a".into()),
-                ("service.name", "shop".into()),
-            ],
+            attributes: vec![("http.route", "/a".into()), ("service.name", "shop".into())],
             value: 0.2,
         };
         m.record(&p, &r, None);
@@ -160,7 +156,10 @@ mod tests {
         let Some(metric::Data::Histogram(h)) = &metric.data else {
             panic!("not a histogram");
         };
-        assert_eq!(h.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+        assert_eq!(
+            h.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
         let dp = &h.data_points[0];
         assert_eq!(dp.count, 2);
         assert_eq!(dp.bucket_counts.iter().sum::<u64>(), 2);
