@@ -78,6 +78,23 @@ pub enum PrivacyError {
     },
 }
 
+/// Credentials on a command line (`-H "Authorization: Bearer …"`, `--password=…`,
+/// `?api_key=…`): their values are redacted in `process.command_line` whatever the
+/// configuration says.
+const CMDLINE_SECRETS: &str = r"(?i)\b(authorization|proxy-authorization|cookie|set-cookie|x-api-key|x-auth-token|api[_-]?key|access[_-]?token|token|secret|password|passwd)(\s*[:=]\s*|\s+)((?:bearer|basic)\s+)?[^\s&]+";
+
+fn cmdline_secrets() -> &'static Regex {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| Regex::new(CMDLINE_SECRETS).expect("a valid built-in pattern"))
+}
+
+/// `process.command_line` with credential values replaced by `REDACTED`.
+pub fn redact_command_line(s: &str) -> String {
+    cmdline_secrets()
+        .replace_all(s, "${1}${2}${3}REDACTED")
+        .into_owned()
+}
+
 /// A compiled policy.
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
@@ -173,9 +190,6 @@ impl Policy {
 
     /// Applies the deny list and redaction rules to a span about to leave.
     pub fn apply(&mut self, span: &mut Span) {
-        if self.deny.is_empty() && self.redact.is_empty() {
-            return;
-        }
         self.clean(&mut span.attributes);
         self.redact_str(&mut span.name);
         self.redact_str(&mut span.status.message);
@@ -188,6 +202,11 @@ impl Policy {
         }
         let mut clean = (**r).clone();
         self.clean(&mut clean.attributes);
+        for kv in &mut clean.attributes {
+            if let (true, Value::Str(s)) = (kv.key == "process.command_line", &mut kv.value) {
+                *s = redact_command_line(s);
+            }
+        }
         let clean = Arc::new(clean);
         if self.cache.len() >= RESOURCE_CACHE {
             self.cache.remove(0);
@@ -287,13 +306,34 @@ mod tests {
         assert_eq!(s.attr("url.path"), Some(&Value::from("/login/<key>")));
         assert_eq!(
             s.resource.get("process.command_line"),
-            Some(&Value::from("app --token=<key>"))
+            Some(&Value::from("app --token=REDACTED")),
+            "the configured rule, then the built-in one"
         );
         let mut again = span(Vec::new());
         let shared = Arc::clone(&s.resource);
         again.resource = Arc::clone(&s.resource);
         p.apply(&mut again);
         assert_eq!(again.resource, shared);
+    }
+
+    #[test]
+    fn credentials_on_command_lines_are_always_redacted() {
+        assert_eq!(
+            redact_command_line(
+                "curl -H Authorization: Bearer abc.def -H Cookie: s=1 http://h/p?api_key=k1&page=2 --password=hunter2 --token-file /t"
+            ),
+            "curl -H Authorization: Bearer REDACTED -H Cookie: REDACTED http://h/p?api_key=REDACTED&page=2 --password=REDACTED --token-file /t"
+        );
+        let mut p = Policy::default();
+        let mut s = span(Vec::new());
+        s.resource = Arc::new(Resource {
+            attributes: vec![KeyValue::new("process.command_line", "app --secret xyz")],
+        });
+        p.apply(&mut s);
+        assert_eq!(
+            s.resource.get("process.command_line"),
+            Some(&Value::from("app --secret REDACTED"))
+        );
     }
 
     #[test]
