@@ -164,7 +164,8 @@ impl Policy {
         route_of(span).is_some_and(|r| matches(&self.drop_routes, &r))
     }
 
-    fn redact_str(&self, s: &mut String) {
+    /// Applies the redaction rules to one value (span-metric attributes use it too).
+    pub fn redact_str(&self, s: &mut String) {
         for (re, with) in &self.redact {
             if let std::borrow::Cow::Owned(out) = re.replace_all(s, with.as_str()) {
                 *s = out;
@@ -196,7 +197,9 @@ impl Policy {
         span.resource = self.resource(&span.resource);
     }
 
-    fn resource(&mut self, r: &Arc<Resource>) -> Arc<Resource> {
+    /// The resource as it may leave the node (deny list, redaction, command-line secrets);
+    /// span metrics carry it too.
+    pub fn resource(&mut self, r: &Arc<Resource>) -> Arc<Resource> {
         if let Some((_, done)) = self.cache.iter().find(|(o, _)| Arc::ptr_eq(o, r)) {
             return Arc::clone(done);
         }

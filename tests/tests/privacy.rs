@@ -66,7 +66,9 @@ fn credentials_and_configured_secrets_never_reach_the_receiver() {
 
     let base = format!("http://127.0.0.1:{port}");
     let mut curl = cg.command("curl");
-    curl.args(["-s", "-o", "/dev/null"])
+    // `--rate` keeps curl alive between requests, so that its command line (with the
+    // credentials on it) is read for its resource.
+    curl.args(["-s", "-o", "/dev/null", "--rate", "4/s"])
         .args(["-H", "Authorization: Bearer TOPSECRET-AUTH"])
         .args(["-H", "Proxy-Authorization: Basic TOPSECRET-PROXY"])
         .args(["-H", "Cookie: session=TOPSECRET-COOKIE"])
@@ -86,7 +88,10 @@ fn credentials_and_configured_secrets_never_reach_the_receiver() {
         let got = spans(&record);
         if got
             .iter()
-            .filter(|g| g.str_attr("http.route").is_some_and(|r| r.starts_with("/status")))
+            .filter(|g| {
+                g.str_attr("http.route")
+                    .is_some_and(|r| r.starts_with("/status"))
+            })
             .count()
             >= 2
         {
@@ -100,8 +105,14 @@ fn credentials_and_configured_secrets_never_reach_the_receiver() {
     // Nothing the receiver got contains a secret, in any field.
     let raw = std::fs::read_to_string(&record).unwrap();
     for s in SECRETS {
-        let at = raw.find(s).map(|i| &raw[i.saturating_sub(200)..(i + 60).min(raw.len())]);
-        assert!(at.is_none(), "{s} reached the receiver: …{}…", at.unwrap_or_default());
+        let at = raw
+            .find(s)
+            .map(|i| &raw[i.saturating_sub(200)..(i + 60).min(raw.len())]);
+        assert!(
+            at.is_none(),
+            "{s} reached the receiver: …{}…",
+            at.unwrap_or_default()
+        );
     }
 
     let got = spans(&record);
@@ -154,11 +165,21 @@ fn credentials_and_configured_secrets_never_reach_the_receiver() {
         "{:?}",
         client.str_attr("url.full")
     );
+    let cmdline = got
+        .iter()
+        .filter(|g| g.service == "curl")
+        .find_map(|g| g.resource_attr("process.command_line"))
+        .expect("curl's command line is exported");
+    assert!(
+        cmdline.contains("Authorization: Bearer REDACTED") && cmdline.contains("api_key=REDACTED"),
+        "{cmdline}"
+    );
     // The dropped route: neither side exported, both counted.
     assert!(
         !got.iter()
             .any(|g| g.str_attr("url.path") == Some("/internal/7")
-                || g.str_attr("url.full").is_some_and(|u| u.contains("/internal/"))),
+                || g.str_attr("url.full")
+                    .is_some_and(|u| u.contains("/internal/"))),
         "a span of a dropped route was exported"
     );
     let s: serde_json::Value =

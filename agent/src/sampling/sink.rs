@@ -76,11 +76,16 @@ impl<O: SpanSink> PolicySink<O> {
         self.stats.held.store(0, Relaxed);
     }
 
-    fn record(&self, span: &Span, points: &[Point], kept: bool) {
+    fn record(&mut self, span: &Span, points: &[Point], kept: bool) {
+        if points.is_empty() {
+            return;
+        }
+        // The metrics' resource leaves the node too: the policy applies to it.
+        let resource = self.policy.resource(&span.resource);
         if let Some(m) = &self.metrics {
             for p in points {
                 let e = kept.then(|| exemplar(span, p));
-                m.record(p, &span.resource, e);
+                m.record(p, &resource, e);
             }
         }
     }
@@ -119,10 +124,15 @@ impl<O: SpanSink> SpanSink for PolicySink<O> {
     fn span(&mut self, span: Span) {
         let now = monotonic_ns();
         self.peers.server_seen(&span);
-        let points = match self.metrics {
+        let mut points = match self.metrics {
             Some(_) => points_of(&span, &self.peers),
             None => Vec::new(),
         };
+        for p in &mut points {
+            for (_, v) in &mut p.attributes {
+                self.policy.redact_str(v);
+            }
+        }
         if self.policy.drops(&span) {
             self.record(&span, &points, false);
             self.stats.policy_dropped.fetch_add(1, Relaxed);

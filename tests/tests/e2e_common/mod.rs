@@ -197,10 +197,20 @@ pub fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
 #[derive(Clone, Debug)]
 pub struct Got {
     pub service: String,
+    pub resource: Value,
     pub span: Value,
 }
 
 impl Got {
+    pub fn resource_attr(&self, key: &str) -> Option<String> {
+        self.resource["attributes"]
+            .as_array()?
+            .iter()
+            .find(|kv| kv["key"] == key)
+            .and_then(|kv| kv["value"]["stringValue"].as_str())
+            .map(str::to_owned)
+    }
+
     pub fn attr(&self, key: &str) -> Option<&Value> {
         self.span["attributes"]
             .as_array()?
@@ -252,6 +262,7 @@ pub fn spans(record: &Path) -> Vec<Got> {
                 for span in ss["spans"].as_array().into_iter().flatten() {
                     out.push(Got {
                         service: service.clone(),
+                        resource: rs["resource"].clone(),
                         span: span.clone(),
                     });
                 }
