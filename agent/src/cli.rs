@@ -657,7 +657,22 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
     ) {
         (Some(m), OutputFormat::Otlp, Some(cfg), Some(interval)) => {
             match MetricsPusher::start(cfg, Arc::clone(m), interval) {
-                Ok(Some(p)) => Some(p),
+                Ok(Some(p)) => {
+                    let st = Arc::clone(&p.stats);
+                    telemetry.add_renderer(Arc::new(move |w| {
+                        let mut f = w.counter(
+                            "sonde_span_metrics_pushes_total",
+                            "OTLP pushes of the span metrics, by outcome.",
+                        );
+                        for (o, n) in [("ok", &st.ok), ("failed", &st.failed)] {
+                            f = f.sample(
+                                &[("outcome", o)],
+                                n.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                            );
+                        }
+                    }));
+                    Some(p)
+                }
                 Ok(None) => {
                     tracing::info!(
                         "span metrics are pushed with OTLP/gRPC only; with {} they are on /metrics",

@@ -22,6 +22,8 @@ fn kv(k: &'static str, v: &str) -> PbKeyValue {
     kv_to_proto(&KeyValue::new(k, v))
 }
 
+type PointsByInstrument = Vec<(Instrument, Vec<HistogramDataPoint>)>;
+
 /// Builds one request from a snapshot; `service.name` moves from the attributes to the
 /// resource.
 pub fn to_request(
@@ -32,7 +34,7 @@ pub fn to_request(
 ) -> ExportMetricsServiceRequest {
     let empty = Arc::new(Resource::default());
     // (resource, per-instrument data points), in first-seen order.
-    let mut groups: Vec<(Arc<Resource>, Vec<(Instrument, Vec<HistogramDataPoint>)>)> = Vec::new();
+    let mut groups: Vec<(Arc<Resource>, PointsByInstrument)> = Vec::new();
     for s in series {
         let resource = s.resource.clone().unwrap_or_else(|| Arc::clone(&empty));
         let gi = match groups

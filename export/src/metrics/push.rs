@@ -116,17 +116,22 @@ impl MetricsPusher {
                     _ = tokio::time::sleep(interval) => false,
                     _ = stopped.changed() => true,
                 };
-                match push(&mut client).await {
-                    Ok(Ok(_)) => {
+                let failure = match push(&mut client).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(status)) => Some(format!("{}: {}", status.code(), status.message())),
+                    Err(_) => Some(format!("no answer within {timeout:?}")),
+                };
+                match failure {
+                    None => {
                         st.ok.fetch_add(1, Relaxed);
                     }
-                    other => {
+                    Some(error) => {
                         st.failed.fetch_add(1, Relaxed);
                         if !warned {
                             warned = true;
                             tracing::warn!(
-                                error = ?other.err().map(|_| "timeout".to_owned()).or_else(|| None),
-                                "span metrics: OTLP push failed; retrying at the next interval (counted in sonde_span_metrics_pushes_total{{outcome=\"failed\"}})"
+                                %error,
+                                "span metrics: OTLP push failed; retrying at the next interval"
                             );
                         }
                     }
