@@ -203,6 +203,20 @@ impl SamplingConfig {
     }
 }
 
+/// The head-sampling threshold of new roots this process creates in userspace (HTTP/2 calls,
+/// exchanges without a kernel context), the kernel's own: set once by `sonde run`.
+static ROOT_THRESHOLD: AtomicU64 = AtomicU64::new(SAMPLE_ALL);
+
+/// Sets the ratio of [`root_flags`].
+pub fn set_root_ratio(ratio: f64) {
+    ROOT_THRESHOLD.store(threshold(ratio), Relaxed);
+}
+
+/// W3C flags of a new root trace made in userspace: the same decision as the kernel's.
+pub fn root_flags(trace_id: &TraceId) -> u8 {
+    u8::from(sampled_by_ratio(&trace_id.0, ROOT_THRESHOLD.load(Relaxed)))
+}
+
 /// ratio × 2^63, the threshold of [`sampled_by_ratio`].
 pub fn threshold(ratio: f64) -> u64 {
     if ratio >= 1.0 {

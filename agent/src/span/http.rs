@@ -7,9 +7,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use sonde_export::span::{
-    FLAG_SAMPLED, KeyValue, Resource, Span, SpanKind, Status, StatusCode, Value,
-};
+use sonde_export::span::{KeyValue, Resource, Span, SpanKind, Status, StatusCode, Value};
 use sonde_proto::Role;
 use sonde_protocol::{
     http1::{Exchange, Incomplete},
@@ -116,15 +114,18 @@ pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids
             },
             inject: None,
         },
-        (None, None) => Ids {
-            trace_id: ids::trace_id(),
-            span_id: ids::span_id(),
-            parent: None,
-            flags: FLAG_SAMPLED,
-            trace_state: String::new(),
-            link: "new",
-            inject: None,
-        },
+        (None, None) => {
+            let trace_id = ids::trace_id();
+            Ids {
+                trace_id,
+                span_id: ids::span_id(),
+                parent: None,
+                flags: crate::sampling::root_flags(&trace_id),
+                trace_state: String::new(),
+                link: "new",
+                inject: None,
+            }
+        }
     }
 }
 
