@@ -931,6 +931,44 @@ mod tests {
     }
 
     #[test]
+    fn sampling_ratio_from_flag_env_or_file_reaches_the_kernel() {
+        let p = RunArgs::default().plan(env(&[])).unwrap();
+        assert_eq!(p.capture.probes.sample_threshold, sonde_proto::SAMPLE_ALL);
+        assert!(p.sampling.parent_based);
+        let p = RunArgs::default()
+            .plan(env(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ]))
+            .unwrap();
+        assert_eq!(p.sampling.ratio, 0.25);
+        assert_eq!(p.capture.probes.sample_threshold, 1 << 61);
+        let p = RunArgs {
+            sampling_ratio: Some(0.5),
+            ..RunArgs::default()
+        }
+        .plan(env(&[("OTEL_TRACES_SAMPLER", "always_off")]))
+        .unwrap();
+        assert_eq!(p.capture.probes.sample_threshold, 1 << 62, "the flag wins");
+        assert!(!p.sampling.parent_based);
+        let e = RunArgs {
+            sampling_ratio: Some(1.5),
+            ..RunArgs::default()
+        }
+        .plan(env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("--sampling-ratio = 1.5"), "{e}");
+        let e = RunArgs::default()
+            .plan(env(&[("OTEL_METRIC_EXPORT_INTERVAL", "soon")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("OTEL_METRIC_EXPORT_INTERVAL=soon"), "{e}");
+    }
+
+    #[test]
     fn file_then_environment_then_flags() {
         let dir = std::env::temp_dir().join(format!("sonde-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -240,6 +240,48 @@ compression = "gzip"
     }
 
     #[test]
+    fn parses_sampling_metrics_and_privacy() {
+        let text = r#"
+[sampling]
+ratio = 0.1
+keep_slower_than_ms = 500
+[[sampling.rules]]
+route = "/checkout"
+ratio = 1.0
+[span_metrics]
+export_interval_ms = 1000
+[privacy]
+capture_request_headers = ["x-request-id"]
+drop_routes = ["/internal/*"]
+[[privacy.redact]]
+pattern = "sk_[a-z]+"
+"#;
+        let c = FileConfig::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(c.sampling.ratio, Some(0.1));
+        assert_eq!(c.sampling.rules[0].route.as_deref(), Some("/checkout"));
+        assert_eq!(c.span_metrics.export_interval_ms, Some(1000));
+        assert_eq!(c.privacy.redact[0].replacement, "REDACTED");
+        let e = FileConfig::parse(
+            Path::new("t.toml"),
+            "[sampling]
+rate = 0.1
+",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rate") && e.contains("ratio"), "{e}");
+        let e = FileConfig::parse(
+            Path::new("t.toml"),
+            "[privacy]
+capture_headers = []
+",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capture_request_headers"), "{e}");
+    }
+
+    #[test]
     fn unknown_fields_are_errors_that_name_the_field() {
         let e = FileConfig::parse(Path::new("t.toml"), "[capture]\ncapture_byte = 10\n")
             .unwrap_err()
