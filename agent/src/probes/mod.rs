@@ -333,7 +333,11 @@ impl Probes {
                 name: maps::TAIL,
                 source: Box::new(e),
             })?;
-        for (index, name) in [(0u32, programs::CTX_SERVER), (1, programs::CTX_CLIENT)] {
+        for (index, name) in [
+            (0u32, programs::CTX_SERVER),
+            (1, programs::CTX_CLIENT),
+            (2, programs::CTX_H2_CLIENT),
+        ] {
             let prog: &mut TracePoint = self
                 .ebpf
                 .program_mut(name)
