@@ -620,3 +620,36 @@ fn joining_a_grpc_connection_midway_never_reports_a_wrong_value() {
     let servers = of_kind(&spans, SpanKind::Server);
     assert_eq!(servers.len(), 6);
 }
+
+/// With injection off, HTTP/2 requests reach the server as the client sent them; the spans
+/// still join on this host through the connection's two ends.
+#[test]
+fn grpc_calls_are_unchanged_with_injection_off() {
+    let mut cg = TestCgroup::new("h2-noinj");
+    let port = grpc_server(&mut cg, None);
+    let mut config = cg.capture_config();
+    config.probes.inject = false;
+    let rec = cg.capture_spans_with(config);
+    let out = grpc_client(&cg, &["tp", &port.to_string()]);
+    let (spans, _, _) = rec.finish();
+    assert_eq!(
+        out,
+        [
+            "-",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "-"
+        ]
+    );
+    let clients = of_kind(&spans, SpanKind::Client);
+    let servers = of_kind(&spans, SpanKind::Server);
+    assert_eq!(
+        (clients.len(), servers.len()),
+        (3, 3),
+        "{:#?}",
+        describe(&spans)
+    );
+    assert_eq!(attr_str(clients[0], "sonde.trace.inject"), "not_attempted");
+    assert_eq!(attr_str(servers[0], "sonde.trace.link"), "peer");
+    assert_eq!(servers[0].parent_span_id, Some(clients[0].span_id));
+    assert_eq!(attr_str(servers[1], "sonde.trace.link"), "header");
+}
