@@ -301,10 +301,12 @@ impl Probes {
                     name,
                     source: Box::new(e),
                 })?;
+            let t0 = Instant::now();
             prog.load().map_err(|e| ProbeError::ProgramLoad {
                 name,
                 source: Box::new(e),
             })?;
+            let t1 = Instant::now();
             prog.attach(category, tracepoint)
                 .map_err(|e| ProbeError::Attach {
                     category,
@@ -312,6 +314,12 @@ impl Probes {
                     root: tracefs.root().display().to_string(),
                     source: Box::new(e),
                 })?;
+            tracing::debug!(
+                program = name,
+                load = ?(t1 - t0),
+                attach = ?t1.elapsed(),
+                "program loaded and attached"
+            );
         }
         if let (true, Some(root)) = (inject, cgroup2) {
             probes.attach_injection(&root)?;
