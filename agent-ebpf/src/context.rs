@@ -32,7 +32,10 @@ use sonde_proto::{
 
 use crate::{
     INJECT, global,
-    maps::{CONNS, DataBuf, HEAD_LINES, HEAD_SCAN, PENDING, PLANS, PROCS, SCRATCH, THREAD_CTX},
+    maps::{
+        CONNS, DataBuf, HEAD_LINES, HEAD_SCAN, PENDING, PLAN_H2, PLAN_HTTP1, PLANS, PROCS, SCRATCH,
+        THREAD_CTX,
+    },
     util::{count, cpu, emit, header, now_ns},
 };
 
@@ -77,20 +80,20 @@ pub fn ctx_client(_ctx: TracePointContext) -> u32 {
 }
 
 /// A server context older than this no longer links outgoing requests.
-const STALE_NS: u64 = 30_000_000_000;
+pub(crate) const STALE_NS: u64 = 30_000_000_000;
 
 /// Length of `traceparent: 00-<32>-<16>-<2>\r\n`.
 pub const HEADER_LEN: usize = 70;
 
 #[inline(always)]
-fn at(buf: &DataBuf, i: u32) -> u8 {
+pub(crate) fn at(buf: &DataBuf, i: u32) -> u8 {
     buf.payload[(i as usize) & (2 * MAX_CAPTURE - 1)]
 }
 
 /// 8 bytes at `i`, every byte with bit 5 set: upper-case letters become lower case, and
 /// `-`, `:` and digits are unchanged, so header names compare case-insensitively.
 #[inline(always)]
-fn word(buf: &DataBuf, i: u32) -> u64 {
+pub(crate) fn word(buf: &DataBuf, i: u32) -> u64 {
     let i = (i as usize) & (2 * MAX_CAPTURE - 1);
     // SAFETY: `i < 2 * MAX_CAPTURE` and the scratch value continues past the payload (line
     // offsets, plan), so 8 bytes from `i` stay inside the map value.
@@ -98,7 +101,7 @@ fn word(buf: &DataBuf, i: u32) -> u64 {
     w | 0x2020_2020_2020_2020
 }
 
-const fn le(s: &[u8; 8]) -> u64 {
+pub(crate) const fn le(s: &[u8; 8]) -> u64 {
     u64::from_le_bytes(*s)
 }
 
@@ -397,7 +400,7 @@ fn random_u32() -> u32 {
 }
 
 #[inline(always)]
-fn random_span_id() -> [u8; 8] {
+pub(crate) fn random_span_id() -> [u8; 8] {
     let a = random_u32().to_be_bytes();
     // Never all zero (invalid in W3C Trace Context): the low half is at least 1.
     let b = (random_u32() | 1).to_be_bytes();
@@ -405,7 +408,7 @@ fn random_span_id() -> [u8; 8] {
 }
 
 #[inline(always)]
-fn random_trace_id() -> [u8; 16] {
+pub(crate) fn random_trace_id() -> [u8; 16] {
     let a = random_span_id();
     let b = random_span_id();
     [
@@ -433,7 +436,7 @@ fn new_root(source: CtxSource) -> ([u8; 16], [u8; 8], u8, CtxSource) {
 
 /// Sends `buf.ctx` (filled by the caller) with a fresh header.
 #[inline(always)]
-fn emit_ctx(buf: &mut DataBuf, pid_tgid: u64) {
+pub(crate) fn emit_ctx(buf: &mut DataBuf, pid_tgid: u64) {
     let now = now_ns();
     buf.ctx.header = header(EventKind::TraceCtx, pid_tgid, now, now);
     emit(&buf.ctx);
@@ -597,7 +600,7 @@ pub fn server_response(pid_tgid: u64) {
 }
 
 /// Hex digits for the injected header.
-const HEX: &[u8; 16] = b"0123456789abcdef";
+pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// An outgoing request starts at `seq` on a client connection; its first bytes are in `buf`.
 /// Decides its context and, when injection is on and sure, the injection plan.
@@ -703,6 +706,7 @@ pub fn client_request(
         let plan = &mut buf.plan;
         plan.at = at_pos;
         plan.done = 0;
+        plan.kind = PLAN_HTTP1;
         plan.outcome = InjectOutcome::Injected as u8;
         plan.conn_id = conn_id;
         plan.seq = seq;
@@ -786,7 +790,11 @@ pub fn finish_plan(buf: &mut DataBuf, pid_tgid: u64) {
     buf.ctx.span_id = p.span_id;
     buf.ctx.parent_span_id = p.parent;
     buf.ctx.flags = p.flags;
-    buf.ctx.kind = CtxKind::Client as u8;
+    buf.ctx.kind = if p.kind == PLAN_H2 {
+        CtxKind::H2Client
+    } else {
+        CtxKind::Client
+    } as u8;
     buf.ctx.source = p.source;
     buf.ctx.inject = outcome as u8;
     let _ = PLANS.remove(pid_tgid);

@@ -24,7 +24,8 @@ use sonde_proto::InjectOutcome;
 use crate::{
     context::HEADER_LEN,
     filter::traced,
-    maps::{CONNECTING, PLANS, SOCKS},
+    h2ctx::FIELD_LEN,
+    maps::{CONNECTING, PLAN_H2, PLANS, Plan, SOCKS},
 };
 
 const SK_PASS: u32 = sk_action::SK_PASS;
@@ -64,6 +65,10 @@ pub fn inject_sk_msg(ctx: SkMsgContext) -> u32 {
         return SK_PASS;
     }
     plan.done = 1;
+    if plan.kind == PLAN_H2 {
+        plan.outcome = h2_field(&ctx, plan) as u8;
+        return SK_PASS;
+    }
     let at = plan.at;
     if !(2..=1024).contains(&at) || ctx.size() < at {
         plan.outcome = InjectOutcome::SkipHeadersIncomplete as u8;
@@ -111,4 +116,67 @@ pub fn inject_sk_msg(ctx: SkMsgContext) -> u32 {
     }
     plan.outcome = InjectOutcome::Injected as u8;
     SK_PASS
+}
+
+/// HTTP/2: appends the planned header field to the HEADERS frame at `plan.frame_off` and
+/// grows the frame's length by as much, after checking that the frame header in the message
+/// is the one the plan was made for.
+#[inline(always)]
+fn h2_field(ctx: &SkMsgContext, plan: &Plan) -> InjectOutcome {
+    let (off, len, at) = (plan.frame_off, plan.frame_len, plan.at);
+    if off > 16_384 || at != off + 9 + len || ctx.size() < at {
+        return InjectOutcome::SkipHeadersIncomplete;
+    }
+    // SAFETY: the message pointer is the program's own argument.
+    if unsafe { bpf_msg_pull_data(ctx.msg, off, off + 9, 0) } != 0 {
+        return InjectOutcome::SkipPushFailed;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + 9 > end {
+        return InjectOutcome::SkipPushFailed;
+    }
+    // SAFETY: bounds checked against data_end just above.
+    let head = unsafe { *(data as *const [u8; 9]) };
+    let seen = (head[0] as u32) << 16 | (head[1] as u32) << 8 | head[2] as u32;
+    if seen != len || head[3] != 0x1 {
+        return InjectOutcome::SkipNotAtBoundary;
+    }
+    if ctx.push_data(at, FIELD_LEN as u32, 0).is_err() {
+        return InjectOutcome::SkipPushFailed;
+    }
+    // SAFETY: as above.
+    if unsafe { bpf_msg_pull_data(ctx.msg, at, at + FIELD_LEN as u32, 0) } != 0 {
+        let _ = ctx.pop_data(at, FIELD_LEN as u32, 0);
+        return InjectOutcome::SkipPushFailed;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + FIELD_LEN > end {
+        let _ = ctx.pop_data(at, FIELD_LEN as u32, 0);
+        return InjectOutcome::SkipPushFailed;
+    }
+    let mut i = 0;
+    while i < FIELD_LEN {
+        // SAFETY: `data + i < data + FIELD_LEN <= data_end`, checked above.
+        unsafe { *((data + i) as *mut u8) = plan.header[i] };
+        i += 1;
+    }
+    // The frame's length, now that its payload grew.
+    // SAFETY: as above.
+    if unsafe { bpf_msg_pull_data(ctx.msg, off, off + 3, 0) } != 0 {
+        let _ = ctx.pop_data(at, FIELD_LEN as u32, 0);
+        return InjectOutcome::SkipPushFailed;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + 3 > end {
+        let _ = ctx.pop_data(at, FIELD_LEN as u32, 0);
+        return InjectOutcome::SkipPushFailed;
+    }
+    let grown = len + FIELD_LEN as u32;
+    // SAFETY: bounds checked just above.
+    unsafe {
+        *(data as *mut u8) = (grown >> 16) as u8;
+        *((data + 1) as *mut u8) = (grown >> 8) as u8;
+        *((data + 2) as *mut u8) = grown as u8;
+    }
+    InjectOutcome::Injected
 }

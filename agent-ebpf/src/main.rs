@@ -26,6 +26,7 @@
 mod context;
 mod doctor;
 mod filter;
+mod h2ctx;
 mod inject;
 mod maps;
 mod process;

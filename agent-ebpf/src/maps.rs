@@ -107,6 +107,29 @@ pub struct DataBuf {
     pub thread: ThreadCtx,
     /// What a data program hands to the context program it tail-calls (`TAIL`).
     pub tc: TailArgs,
+    /// The HTTP/2 frame walk's state (`h2ctx.rs`), in memory for the verifier's sake.
+    pub h2: H2Walk,
+}
+
+/// See [`DataBuf::h2`]: offsets are relative to the send's start.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct H2Walk {
+    /// Where the next frame header starts.
+    pub pos: u32,
+    /// The first new request's HEADERS frame: offset, payload length, flags, stream id.
+    pub off: u32,
+    pub len: u32,
+    pub flags: u32,
+    pub stream: u32,
+    /// Highest request stream id so far.
+    pub last_stream: u32,
+    /// 1 when a request was found; any HEADERS frame was seen; the walk reached the send's end.
+    pub found: u32,
+    pub headers: u32,
+    pub done: u32,
+    /// 1 when the connection cannot be followed further.
+    pub fail: u32,
 }
 
 /// Arguments of a tail call into a context program, in the scratch slot of the CPU (the
@@ -125,6 +148,9 @@ pub struct TailArgs {
     pub total: u64,
 }
 
+/// Index of the HTTP/2 client context program in [`TAIL`].
+pub const TAIL_CTX_H2: u32 = 2;
+
 /// Index of the server context program in [`TAIL`].
 pub const TAIL_CTX_SERVER: u32 = 0;
 /// Index of the client context program in [`TAIL`].
@@ -133,7 +159,7 @@ pub const TAIL_CTX_CLIENT: u32 = 1;
 /// The context programs, filled by the agent. Head scanning runs in programs of its own so
 /// that each is verified once, with a fresh state, instead of inside every data program.
 #[map]
-pub static TAIL: ProgramArray = ProgramArray::with_max_entries(2, 0);
+pub static TAIL: ProgramArray = ProgramArray::with_max_entries(3, 0);
 
 /// Bytes of a request head the kernel scans (for `traceparent`, `Content-Length`, its end).
 pub const HEAD_SCAN: u32 = 1024;
@@ -161,13 +187,16 @@ pub struct ThreadCtx {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Plan {
-    /// Where the header goes: one past the request line's LF.
+    /// Where the header goes: one past the request line's LF (HTTP/1), the end of the
+    /// HEADERS frame's header block (HTTP/2).
     pub at: u32,
     /// Set by the sk_msg program on the first message of the send.
     pub done: u8,
     /// `InjectOutcome` as decided (enter) and then as done (sk_msg).
     pub outcome: u8,
-    pub _pad: [u8; 2],
+    /// [`PLAN_HTTP1`] or [`PLAN_H2`].
+    pub kind: u8,
+    pub _pad: u8,
     pub conn_id: u64,
     pub seq: u64,
     pub trace_id: [u8; 16],
@@ -176,10 +205,25 @@ pub struct Plan {
     pub flags: u8,
     pub source: u8,
     pub _pad2: [u8; 6],
-    /// `traceparent: 00-<trace>-<span>-<flags>\r\n`
+    /// `traceparent: 00-<trace>-<span>-<flags>\r\n` (HTTP/1), or the HPACK literal field
+    /// of [`crate::h2ctx::FIELD_LEN`] bytes (HTTP/2).
     pub header: [u8; crate::context::HEADER_LEN],
     pub _pad3: [u8; 2],
+    /// HTTP/2: offset of the HEADERS frame in the send, and its payload length as sent.
+    pub frame_off: u32,
+    pub frame_len: u32,
 }
+
+/// [`Plan::kind`]: a header line after the HTTP/1 request line.
+pub const PLAN_HTTP1: u8 = 0;
+/// [`Plan::kind`]: a literal header field at the end of an HTTP/2 HEADERS frame.
+pub const PLAN_H2: u8 = 1;
+
+/// Processes that read from an accepted connection (servers), by tgid. Written at the first
+/// read of each accepted connection; read when an HTTP/2 request goes out (such processes get
+/// their HTTP/2 calls linked by the agent, not by the kernel). LRU: exited ones age out.
+#[map]
+pub static SERVER_PROCS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 
 /// Requests being served, by tid. Written by `context.rs` at request reads (server) and
 /// response writes; read when the same thread sends a request. LRU: a thread that dies

@@ -204,6 +204,8 @@ pub fn open_conn(
         },
         rx_pending: 0,
         _pad: 0,
+        tx_h2_stream: 0,
+        _pad2: 0,
     };
     if CONNS.insert(key, state, BPF_ANY as u64).is_err() {
         count(Counter::ConnTableFull, 1);

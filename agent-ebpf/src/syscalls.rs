@@ -13,8 +13,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sonde_proto::{
-    CONN_RX_DESYNC, CONN_TX_DESYNC, CloseReason, ConnKey, ConnSource, Counter, DATA_FLAG_IOV_LIMIT,
-    DATA_FLAG_READ_FAILED, DataEvent, Direction, EventKind, MAX_CAPTURE, MAX_IOVECS, Role, Syscall,
+    CONN_RX_DESYNC, CONN_TX_DESYNC, CONN_TX_H2, CloseReason, ConnKey, ConnSource, Counter,
+    DATA_FLAG_IOV_LIMIT, DATA_FLAG_READ_FAILED, DataEvent, Direction, EventKind, MAX_CAPTURE,
+    MAX_IOVECS, Role, Syscall,
 };
 
 use crate::{
@@ -22,8 +23,8 @@ use crate::{
     filter::traced,
     global,
     maps::{
-        ARGS, CONNS, DataBuf, FD_NOT_TCP, HEAD_SCAN, OP_ACCEPT, OP_CONNECT, SCRATCH, SyscallArgs,
-        TAIL, TAIL_CTX_CLIENT, TAIL_CTX_SERVER, TailArgs,
+        ARGS, CONNS, DataBuf, FD_NOT_TCP, HEAD_SCAN, OP_ACCEPT, OP_CONNECT, SCRATCH, SERVER_PROCS,
+        SyscallArgs, TAIL, TAIL_CTX_CLIENT, TAIL_CTX_H2, TAIL_CTX_SERVER, TailArgs,
     },
     sockets::{Class, classify, conn_for_data, forget_fd, open_conn},
     util::{count, header, now_ns, wakeup_flags},
@@ -182,10 +183,19 @@ fn client_send(
     };
     // SAFETY: a valid map value pointer.
     let (seq, next, http) = unsafe { ((*conn).tx_seq, (*conn).tx_next_req, (*conn).http) };
-    if http & CONN_TX_DESYNC != 0 || seq < next {
+    let vectored = matches!(op, Syscall::Writev | Syscall::Sendmsg);
+    let h2 = http & CONN_TX_H2 != 0;
+    if http & CONN_TX_DESYNC != 0 {
         return;
     }
-    if seq > next {
+    if h2 {
+        // HTTP/2: only sends that hold the next frame header are looked at.
+        if !vectored && next >= seq.saturating_add(count) {
+            return;
+        }
+    } else if seq < next {
+        return;
+    } else if seq > next {
         // A request boundary went by unseen.
         // SAFETY: as above.
         unsafe { (*conn).http = http | CONN_TX_DESYNC };
@@ -197,7 +207,6 @@ fn client_send(
     };
     // SAFETY: this CPU's scratch value; nothing else uses it during this program.
     let sbuf: &mut DataBuf = unsafe { &mut *sbuf };
-    let vectored = matches!(op, Syscall::Writev | Syscall::Sendmsg);
     let (copied, total, flags) = gather(
         sbuf.payload.as_mut_ptr(),
         vectored,
@@ -224,10 +233,47 @@ fn client_send(
         _pad: 0,
         total,
     };
+    if h2 {
+        if next >= seq.saturating_add(total) {
+            return;
+        }
+        // SAFETY: as below.
+        unsafe { TAIL.tail_call(ctx, TAIL_CTX_H2) };
+        crate::util::count(Counter::TailCallFailed, 1);
+        return;
+    }
+    // At a request boundary (the connection's start, or after an `Upgrade: h2c` request).
+    if copied >= 24 && is_h2_preface(sbuf) {
+        // The client preface: this connection's egress is followed frame by frame from now.
+        // SAFETY: a valid map value pointer.
+        unsafe {
+            (*conn).http = http | CONN_TX_H2;
+            (*conn).tx_next_req = seq + 24;
+        }
+        if total > 24 {
+            // SAFETY: as below.
+            unsafe { TAIL.tail_call(ctx, TAIL_CTX_H2) };
+            crate::util::count(Counter::TailCallFailed, 1);
+        }
+        return;
+    }
     // SAFETY: a tail call to a program of the same type; on failure it returns and nothing
     // happened.
     unsafe { TAIL.tail_call(ctx, TAIL_CTX_CLIENT) };
     crate::util::count(Counter::TailCallFailed, 1);
+}
+
+#[inline(always)]
+fn is_h2_preface(buf: &DataBuf) -> bool {
+    let p = crate::h2ctx::PREFACE;
+    let mut i = 0;
+    while i < p.len() {
+        if buf.payload[i] != p[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[inline(always)]
@@ -353,6 +399,10 @@ fn data_exit(ctx: &TracePointContext, op: Syscall) {
     let mut server_ctx = false;
     match (op.direction(), role) {
         (Direction::Ingress, r) if r == Role::Server as u8 => {
+            if seq == 0 {
+                // This process serves (see `h2ctx.rs`).
+                let _ = SERVER_PROCS.insert(&((pid_tgid >> 32) as u32), &1, BPF_ANY as u64);
+            }
             // SAFETY: `conn` is still a valid map value pointer; `buf` this CPU's scratch.
             unsafe {
                 let (next, http, pending) = ((*conn).rx_next_req, (*conn).http, (*conn).rx_pending);

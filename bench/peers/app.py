@@ -1,15 +1,29 @@
 """The Python app of the overhead benchmark: a threading HTTP/1.1 server answering every GET
 with a small body. With --otel-sdk it is instrumented by hand with the OpenTelemetry Python SDK
 (one SERVER span per request, batch processor, OTLP/gRPC exporter): the alternative a user
-would pick instead of sonde.
+would pick instead of sonde. With --upstream PORT every request is first sent on to
+127.0.0.1:PORT (one keep-alive connection per server thread) and its body answered: a hop of a
+chain, whose outgoing requests are where sonde injects `traceparent`.
 
-Usage: app.py PORT [--otel-sdk ENDPOINT]
+Usage: app.py PORT [--otel-sdk ENDPOINT] [--upstream PORT]
 """
+import http.client
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BODY = b"ok\n"
 tracer = None
+upstream = None
+local = threading.local()
+
+
+def call_upstream():
+    conn = getattr(local, "conn", None)
+    if conn is None:
+        conn = local.conn = http.client.HTTPConnection("127.0.0.1", upstream)
+    conn.request("GET", "/")
+    return conn.getresponse().read()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -22,11 +36,12 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _respond(self):
+        body = BODY if upstream is None else call_upstream()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(BODY)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(BODY)
+        self.wfile.write(body)
 
     def do_GET(self):
         if tracer is None:
@@ -44,8 +59,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global tracer
+    global tracer, upstream
     port = int(sys.argv[1])
+    if "--upstream" in sys.argv:
+        upstream = int(sys.argv[sys.argv.index("--upstream") + 1])
     if "--otel-sdk" in sys.argv:
         endpoint = sys.argv[sys.argv.index("--otel-sdk") + 1]
         from opentelemetry import trace

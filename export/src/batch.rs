@@ -759,7 +759,12 @@ mod tests {
         );
         p.queue().try_send(span(1)).unwrap();
         until("the timer to send one span", || buf.lines().len() == 1).await;
-        assert_eq!(p.stats().snapshot().exported, 1);
+        // The line is written before the batch is counted as exported.
+        until("the span to be counted", || {
+            p.stats().snapshot().exported == 1
+        })
+        .await;
+        assert_eq!(buf.lines().len(), 1);
         p.shutdown(Duration::from_secs(5)).await;
     }
 

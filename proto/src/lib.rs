@@ -66,6 +66,9 @@ pub mod programs {
     pub const CTX_SERVER: &str = "ctx_server";
     /// Tail-called at a request start on a client connection (index 1 of `TAIL`).
     pub const CTX_CLIENT: &str = "ctx_client";
+    /// Tail-called at a send on an HTTP/2 client connection that holds a frame header
+    /// (index 2 of `TAIL`).
+    pub const CTX_H2_CLIENT: &str = "ctx_h2_client";
 }
 
 /// Names of the global variables the agent sets at load time.
@@ -405,6 +408,8 @@ pub enum CtxKind {
     Server = 1,
     /// An outgoing request written on a connected one.
     Client = 2,
+    /// An outgoing HTTP/2 request (its HEADERS) on a connected socket: `seq` is the stream id.
+    H2Client = 3,
 }
 
 /// Where the ids of a [`TraceCtxEvent`] come from.
@@ -441,6 +446,10 @@ pub enum InjectOutcome {
     SkipNotAtBoundary = 5,
     /// The kernel refused to grow the message.
     SkipPushFailed = 6,
+    /// An HTTP/2 request of a process that serves requests whose context the agent decides
+    /// (HTTP/2 servers) from a thread that holds none: a header from the kernel could start a
+    /// trace the agent would not link, so the request goes unchanged and the agent links it.
+    SkipUnlinked = 7,
 }
 
 /// Trace context the kernel chose for a request, so the span the agent builds later carries
@@ -474,6 +483,7 @@ impl TryFrom<u8> for CtxKind {
         match v {
             1 => Ok(Self::Server),
             2 => Ok(Self::Client),
+            3 => Ok(Self::H2Client),
             other => Err(other),
         }
     }
@@ -504,6 +514,7 @@ impl TryFrom<u8> for InjectOutcome {
             4 => Self::SkipRequestLine,
             5 => Self::SkipNotAtBoundary,
             6 => Self::SkipPushFailed,
+            7 => Self::SkipUnlinked,
             other => return Err(other),
         })
     }
@@ -519,6 +530,7 @@ impl InjectOutcome {
             Self::SkipRequestLine => "request_line_too_long",
             Self::SkipNotAtBoundary => "not_at_request_boundary",
             Self::SkipPushFailed => "push_failed",
+            Self::SkipUnlinked => "unlinked_h2_server",
         }
     }
 }
@@ -558,12 +570,25 @@ pub struct ConnState {
     /// Reads of the current request head seen so far, when it spans several (0: none).
     pub rx_pending: u8,
     pub _pad: u8,
+    /// HTTP/2 client connections (`CONN_TX_H2`): the highest stream id whose request HEADERS
+    /// went out; `tx_next_req` is then where the next frame header starts.
+    pub tx_h2_stream: u32,
+    pub _pad2: u32,
 }
 
 /// [`ConnState::http`]: egress request boundaries unknown (no more injection).
 pub const CONN_TX_DESYNC: u8 = 1;
 /// [`ConnState::http`]: ingress request boundaries unknown (no more server contexts).
 pub const CONN_RX_DESYNC: u8 = 2;
+/// The name `traceparent` Huffman-coded as HPACK does (RFC 7541 Appendix B): 59 bits and
+/// five of EOS padding. The kernel looks for it (and the raw name) before it adds the header.
+pub const H2_TRACEPARENT_HUFFMAN: [u8; 8] = [0x4d, 0x83, 0x21, 0x6b, 0x1d, 0x85, 0xa9, 0x3f];
+
+/// [`ConnState::http`]: the egress is HTTP/2 (the client preface went out); frames are followed.
+pub const CONN_TX_H2: u8 = 4;
+/// [`ConnState::http`]: the egress carried the name `traceparent` (the application or a proxy
+/// sets it): never inject on this connection.
+pub const CONN_TX_OWN_TP: u8 = 8;
 
 /// A tracing decision, as `u32` in the filter maps.
 #[repr(u32)]
@@ -801,7 +826,7 @@ const _: () = {
     assert!(size_of::<ConnCloseEvent>() == 64);
     assert!(size_of::<ProcEvent>() == 56);
     assert!(size_of::<ConnKey>() == 8);
-    assert!(size_of::<ConnState>() == 64);
+    assert!(size_of::<ConnState>() == 72);
     assert!(size_of::<TraceCtxEvent>() == 88);
     assert!(offset_of!(TraceCtxEvent, trace_id) == 48);
     assert!(size_of::<ProcState>() == 16);
@@ -857,7 +882,7 @@ mod tests {
         for o in 0..=6u8 {
             assert_eq!(InjectOutcome::try_from(o).map(|x| x as u8), Ok(o));
         }
-        assert!(InjectOutcome::try_from(7).is_err());
+        assert!(InjectOutcome::try_from(8).is_err());
         for c in 1..=5u8 {
             assert_eq!(CtxSource::try_from(c).map(|x| x as u8), Ok(c));
         }

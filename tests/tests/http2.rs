@@ -144,10 +144,12 @@ fn grpcio_calls_give_client_and_server_spans_with_rpc_attributes_and_codes() {
         if ccode.is_some() {
             assert_eq!(attr_int(c, "sonde.grpc.response_messages"), mout, "{what}");
         }
-        // Both ends of one call: the server span is the client span's child.
+        // Both ends of one call: the server span is the client span's child, through the
+        // `traceparent` the kernel put into the call's HEADERS.
         assert_eq!(s.trace_id, c.trace_id, "{what}");
         assert_eq!(s.parent_span_id, Some(c.span_id), "{what}");
-        assert_eq!(attr_str(s, "sonde.trace.link"), "peer", "{what}");
+        assert_eq!(attr_str(c, "sonde.trace.inject"), "injected", "{what}");
+        assert_eq!(attr_str(s, "sonde.trace.link"), "header", "{what}");
         assert!(s.start_unix_nanos >= c.start_unix_nanos, "{what}");
         assert_eq!(attr_int(c, "server.port"), i64::from(port));
     }
@@ -199,14 +201,69 @@ fn a_grpc_chain_of_uninstrumented_python_services_is_one_trace() {
     assert_eq!(a_srv.parent_span_id, Some(client.span_id));
     assert_eq!(a_cli.parent_span_id, Some(a_srv.span_id));
     assert_eq!(b_srv.parent_span_id, Some(a_cli.span_id));
-    assert_eq!(attr_str(a_srv, "sonde.trace.link"), "peer");
+    // The client serves nothing: the kernel put its context on the wire. A serves HTTP/2, whose
+    // context the agent decides: its call goes out unchanged and the agent links it.
+    assert_eq!(attr_str(client, "sonde.trace.inject"), "injected");
+    assert_eq!(attr_str(a_srv, "sonde.trace.link"), "header");
     assert_eq!(attr_str(a_cli, "sonde.trace.link"), "linked");
+    assert_eq!(attr_str(a_cli, "sonde.trace.inject"), "unlinked_h2_server");
     assert_eq!(attr_str(b_srv, "sonde.trace.link"), "peer");
     // A's call to B lies inside A's handling of the request.
     assert!(a_cli.start_unix_nanos >= a_srv.start_unix_nanos);
     assert!(a_cli.end_unix_nanos <= a_srv.end_unix_nanos);
     assert_eq!(stats.trace_links.get("linked"), Some(&1));
-    assert_eq!(stats.trace_links.get("peer"), Some(&2));
+    assert_eq!(stats.trace_links.get("peer"), Some(&1));
+    assert_eq!(stats.trace_links.get("header"), Some(&1));
+}
+
+/// What the server received, call by call: one `traceparent` (the kernel's, with the client
+/// span's ids) when the call had none; the client's own, alone, when it set one; and nothing
+/// added on that connection afterwards (the kernel saw the application set the header).
+#[test]
+fn grpc_calls_get_one_traceparent_never_two() {
+    let mut cg = TestCgroup::new("h2-tp");
+    let port = grpc_server(&mut cg, None);
+    let rec = cg.capture_spans();
+    let out = grpc_client(&cg, &["tp", &port.to_string()]);
+    let (spans, _, _) = rec.finish();
+    let own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    assert_eq!(out.len(), 3, "{out:?}");
+    let clients = of_kind(&spans, SpanKind::Client);
+    let servers = of_kind(&spans, SpanKind::Server);
+    assert_eq!(
+        (clients.len(), servers.len()),
+        (3, 3),
+        "{:#?}",
+        describe(&spans)
+    );
+    let c = clients[0];
+    assert_eq!(
+        out[0],
+        format!("00-{}-{}-01", c.trace_id, c.span_id),
+        "{:#?}",
+        describe(&spans)
+    );
+    assert_eq!(attr_str(c, "sonde.trace.inject"), "injected");
+    assert_eq!(attr_str(servers[0], "sonde.trace.link"), "header");
+    assert_eq!(servers[0].parent_span_id, Some(c.span_id));
+    // The application's own header, alone; sonde's client span adopts it.
+    assert_eq!(out[1], own);
+    assert_eq!(
+        attr_str(clients[1], "sonde.trace.inject"),
+        "existing_traceparent"
+    );
+    assert_eq!(attr_str(clients[1], "sonde.trace.link"), "adopted");
+    assert_eq!(
+        clients[1].trace_id.to_string(),
+        "0af7651916cd43dd8448eb211c80319c"
+    );
+    assert_eq!(servers[1].trace_id, clients[1].trace_id);
+    // The connection carried `traceparent` once: sonde no longer adds one there.
+    assert_eq!(out[2], "-");
+    assert_eq!(
+        attr_str(clients[2], "sonde.trace.inject"),
+        "existing_traceparent"
+    );
 }
 
 /// nginx serving h2c (prior knowledge) from a directory with `small.txt`.
@@ -562,4 +619,37 @@ fn joining_a_grpc_connection_midway_never_reports_a_wrong_value() {
     // Both methods' calls are seen: 6 calls, a span on each side.
     let servers = of_kind(&spans, SpanKind::Server);
     assert_eq!(servers.len(), 6);
+}
+
+/// With injection off, HTTP/2 requests reach the server as the client sent them; the spans
+/// still join on this host through the connection's two ends.
+#[test]
+fn grpc_calls_are_unchanged_with_injection_off() {
+    let mut cg = TestCgroup::new("h2-noinj");
+    let port = grpc_server(&mut cg, None);
+    let mut config = cg.capture_config();
+    config.probes.inject = false;
+    let rec = cg.capture_spans_with(config);
+    let out = grpc_client(&cg, &["tp", &port.to_string()]);
+    let (spans, _, _) = rec.finish();
+    assert_eq!(
+        out,
+        [
+            "-",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "-"
+        ]
+    );
+    let clients = of_kind(&spans, SpanKind::Client);
+    let servers = of_kind(&spans, SpanKind::Server);
+    assert_eq!(
+        (clients.len(), servers.len()),
+        (3, 3),
+        "{:#?}",
+        describe(&spans)
+    );
+    assert_eq!(attr_str(clients[0], "sonde.trace.inject"), "not_attempted");
+    assert_eq!(attr_str(servers[0], "sonde.trace.link"), "peer");
+    assert_eq!(servers[0].parent_span_id, Some(clients[0].span_id));
+    assert_eq!(attr_str(servers[1], "sonde.trace.link"), "header");
 }

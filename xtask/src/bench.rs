@@ -1,9 +1,12 @@
 //! `cargo xtask bench`: sonde's overhead against no tracing and against SDK instrumentation,
 //! every scenario side by side in one run.
 //!
-//! Servers (nginx, a Python threading app, the same app instrumented with the OpenTelemetry
-//! Python SDK) run in a cgroup of their own; sonde traces that cgroup and exports OTLP/gRPC to a
-//! real receiver that counts spans. Loads are fixed-rate (`hey -q`) and saturation (`wrk`).
+//! Servers run in a cgroup of their own: nginx (HTTP/1.1, and HTTP/2 with prior knowledge), a
+//! Python threading app, the same app instrumented with the OpenTelemetry Python SDK, a Python
+//! hop that calls nginx for every request (where context injection acts), and a grpcio server.
+//! sonde traces that cgroup and exports OTLP/gRPC to a real receiver that counts spans. Loads
+//! are fixed-rate and saturation: `hey -q` / `wrk` for HTTP/1, `h2load --rps` / `h2load` for
+//! HTTP/2 (10 connections × 10 streams), and a grpcio client (8 threads, one channel).
 //! Configurations alternate within each repetition (ABCABC...), so drift on a noisy machine
 //! spreads over all of them; each figure is the median of the repetitions with min–max.
 //!
@@ -45,6 +48,8 @@ struct Plan {
     seconds: u64,
     /// Fixed rates in requests per second; `None` is saturation.
     loads: Vec<Option<u32>>,
+    /// The same for gRPC, whose Python client tops out far lower.
+    grpc_loads: Vec<Option<u32>>,
     targets: Vec<TargetKind>,
     sdk: bool,
     idle_conns: usize,
@@ -57,7 +62,8 @@ impl Plan {
                 reps: 1,
                 seconds: 2,
                 loads: vec![Some(1000), None],
-                targets: vec![TargetKind::Nginx, TargetKind::Python],
+                grpc_loads: vec![None],
+                targets: TargetKind::ALL.to_vec(),
                 sdk: true,
                 idle_conns: 100,
             },
@@ -65,7 +71,8 @@ impl Plan {
                 reps: 3,
                 seconds: 5,
                 loads: vec![Some(1000), Some(5000), None],
-                targets: vec![TargetKind::Nginx, TargetKind::Python],
+                grpc_loads: vec![Some(500), None],
+                targets: TargetKind::ALL.to_vec(),
                 sdk: true,
                 idle_conns: 1000,
             },
@@ -73,7 +80,8 @@ impl Plan {
                 reps: 5,
                 seconds: 10,
                 loads: vec![Some(1000), Some(5000), Some(20000), None],
-                targets: vec![TargetKind::Nginx, TargetKind::Python],
+                grpc_loads: vec![Some(500), Some(1000), None],
+                targets: TargetKind::ALL.to_vec(),
                 sdk: true,
                 idle_conns: 1000,
             },
@@ -85,13 +93,42 @@ impl Plan {
 enum TargetKind {
     Nginx,
     Python,
+    /// The Python app calling nginx for every request: three spans per request (two servers,
+    /// one client), and the client requests are where `traceparent` is injected.
+    Chain,
+    NginxH2c,
+    Grpc,
 }
 
 impl TargetKind {
+    const ALL: [Self; 5] = [
+        Self::Nginx,
+        Self::Python,
+        Self::Chain,
+        Self::NginxH2c,
+        Self::Grpc,
+    ];
+
     fn name(self) -> &'static str {
         match self {
-            Self::Nginx => "nginx",
-            Self::Python => "python",
+            Self::Nginx => "nginx http/1.1",
+            Self::Python => "python http/1.1",
+            Self::Chain => "python→nginx http/1.1",
+            Self::NginxH2c => "nginx h2c (h2load)",
+            Self::Grpc => "grpcio unary",
+        }
+    }
+
+    /// Spans a traced request yields.
+    fn spans_per_request(self) -> u64 {
+        if self == Self::Chain { 3 } else { 1 }
+    }
+
+    fn configs(self, sdk: bool) -> Vec<Config> {
+        match self {
+            Self::Python if sdk => vec![Config::Untraced, Config::Sonde, Config::PythonSdk],
+            Self::Chain => vec![Config::Untraced, Config::SondeNoInject, Config::Sonde],
+            _ => vec![Config::Untraced, Config::Sonde],
         }
     }
 }
@@ -99,6 +136,9 @@ impl TargetKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Config {
     Untraced,
+    /// sonde with `--no-inject`: reading and linking only.
+    SondeNoInject,
+    /// sonde as it ships: context injection on.
     Sonde,
     PythonSdk,
 }
@@ -107,9 +147,14 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Self::Untraced => "untraced",
+            Self::SondeNoInject => "sonde --no-inject",
             Self::Sonde => "sonde",
             Self::PythonSdk => "otel-python-sdk",
         }
+    }
+
+    fn traced_by_sonde(self) -> bool {
+        matches!(self, Self::Sonde | Self::SondeNoInject)
     }
 }
 
@@ -222,8 +267,10 @@ fn read_ready(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
-fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16)> {
+/// nginx with an HTTP/1.1 and an HTTP/2 (prior knowledge) server: (process, h1 port, h2 port).
+fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16, u16)> {
     let port = free_port()?;
+    let h2_port = free_port()?;
     fs::create_dir_all(dir)?;
     let conf = format!(
         "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
@@ -232,6 +279,9 @@ fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16)> {
          client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n  fastcgi_temp_path {d}/f;\n\
          uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n\
          server {{\n    listen 127.0.0.1:{port} backlog=4096;\n\
+         location / {{ return 200 \"ok\\n\"; }}\n  }}\n\
+         server {{\n    listen 127.0.0.1:{h2_port} http2 backlog=4096;\n\
+         http2_max_concurrent_streams 128;\n    keepalive_requests 1000000;\n\
          location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
         d = dir.display()
     );
@@ -245,22 +295,45 @@ fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16)> {
         .spawn()
         .context("start nginx")?;
     wait_port(port)?;
-    Ok((Proc(child), port))
+    wait_port(h2_port)?;
+    Ok((Proc(child), port, h2_port))
 }
 
-fn start_app(cg: &BenchCgroup, sdk_endpoint: Option<&str>) -> Result<(Proc, u16)> {
+fn start_app(
+    cg: &BenchCgroup,
+    sdk_endpoint: Option<&str>,
+    upstream: Option<u16>,
+) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let mut cmd = cg.command(peers_python());
     cmd.arg(workspace_root().join("bench/peers/app.py"))
         .arg(port.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+    if let Some(up) = upstream {
+        cmd.args(["--upstream", &up.to_string()]);
+    }
     if let Some(e) = sdk_endpoint {
         // The same batching delay as sonde's exporter in this benchmark.
         cmd.args(["--otel-sdk", e])
             .env("OTEL_BSP_SCHEDULE_DELAY", "200");
     }
     let mut child = cmd.spawn().context("start the Python app")?;
+    read_ready(&mut child)?;
+    wait_port(port)?;
+    Ok((Proc(child), port))
+}
+
+fn start_grpc(cg: &BenchCgroup) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let mut child = cg
+        .command(peers_python())
+        .arg(workspace_root().join("tests/peers/grpc/server.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the grpcio server")?;
     read_ready(&mut child)?;
     wait_port(port)?;
     Ok((Proc(child), port))
@@ -294,14 +367,24 @@ struct Agent {
     summary: PathBuf,
 }
 
-fn start_sonde(sonde: &Path, cg: &BenchCgroup, sink_port: u16, dir: &Path) -> Result<Agent> {
+fn start_sonde(
+    sonde: &Path,
+    cg: &BenchCgroup,
+    sink_port: u16,
+    dir: &Path,
+    inject: bool,
+) -> Result<Agent> {
     let summary = dir.join(format!("sonde-summary-{}.json", free_port()?));
-    let mut child = Command::new(sonde)
-        .arg("run")
+    let mut cmd = Command::new(sonde);
+    cmd.arg("run")
         .arg("--cgroup")
         .arg(&cg.path)
         .args(["--output", "otlp", "--summary-json"])
-        .arg(&summary)
+        .arg(&summary);
+    if !inject {
+        cmd.arg("--no-inject");
+    }
+    let mut child = cmd
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{sink_port}"),
@@ -449,6 +532,96 @@ fn run_hey(port: u16, seconds: u64, rate: u32) -> Result<(u64, f64, f64, f64)> {
     Ok((requests, rps, p50, p99))
 }
 
+/// HTTP/2 with h2load, 10 connections × 10 concurrent streams, at saturation or at a fixed
+/// total rate: (requests, rps, p50 ms, p99 ms). Latencies come from its per-request log.
+fn run_h2load(
+    port: u16,
+    seconds: u64,
+    rate: Option<u32>,
+    dir: &Path,
+) -> Result<(u64, f64, f64, f64)> {
+    let log = dir.join("h2load.log");
+    let _ = fs::remove_file(&log);
+    let mut cmd = Command::new("h2load");
+    cmd.args(["-c", "10", "-m", "10", "-D", &seconds.to_string()])
+        .arg(format!("--log-file={}", log.display()));
+    if let Some(r) = rate {
+        cmd.arg(format!("--rps={}", (r / 10).max(1)));
+    }
+    let out = cmd
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("run h2load")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut succeeded = 0;
+    let mut rps = 0.0;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("finished in") {
+            rps = v
+                .split(',')
+                .nth(1)
+                .and_then(|x| x.trim().strip_suffix(" req/s"))
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("requests:") {
+            succeeded = v
+                .split(',')
+                .find_map(|x| x.trim().strip_suffix(" succeeded"))
+                .and_then(|x| x.trim().parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    // Columns: start (µs since the epoch), status, µs until the response ended.
+    let mut lat: Vec<f64> = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let status = f.nth(1)?;
+            (status == "200").then_some(())?;
+            f.next()?.parse::<f64>().ok().map(|us| us / 1000.0)
+        })
+        .collect();
+    if succeeded == 0 || lat.is_empty() {
+        bail!("h2load printed no result:\n{text}");
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Ok((succeeded, rps, pct(0.5), pct(0.99)))
+}
+
+/// Unary gRPC calls from a grpcio client: (requests, rps, p50 ms, p99 ms).
+fn run_grpc(port: u16, seconds: u64, rate: Option<u32>) -> Result<(u64, f64, f64, f64)> {
+    let mut cmd = Command::new(peers_python());
+    cmd.arg(workspace_root().join("bench/peers/grpc_load.py"))
+        .arg(port.to_string())
+        .arg(seconds.to_string());
+    if let Some(r) = rate {
+        cmd.arg(r.to_string());
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run the gRPC load")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("the gRPC load printed no result:\n{text}"))?;
+    let requests = v["requests"].as_u64().unwrap_or(0);
+    if requests == 0 {
+        bail!("the gRPC load completed no call: {v}");
+    }
+    Ok((
+        requests,
+        v["rps"].as_f64().unwrap_or(0.0),
+        v["p50_ms"].as_f64().unwrap_or(0.0),
+        v["p99_ms"].as_f64().unwrap_or(0.0),
+    ))
+}
+
 fn kernel_run_time_ns(summary: &Path) -> Option<u64> {
     let v: Value = serde_json::from_str(&fs::read_to_string(summary).ok()?).ok()?;
     Some(
@@ -506,10 +679,12 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
     let cg = BenchCgroup::new()?;
     let (_sink, sink_port, counts) = start_sink(&work)?;
     let sink_endpoint = format!("http://127.0.0.1:{sink_port}");
-    let (_nginx, nginx_port) = start_nginx(&cg, &work.join("nginx"))?;
-    let (_app, app_port) = start_app(&cg, None)?;
+    let (_nginx, nginx_port, h2_port) = start_nginx(&cg, &work.join("nginx"))?;
+    let (_app, app_port) = start_app(&cg, None, None)?;
+    let (_hop, hop_port) = start_app(&cg, None, Some(nginx_port))?;
+    let (_grpc, grpc_port) = start_grpc(&cg)?;
     let sdk = if plan.sdk {
-        Some(start_app(&cg, Some(&sink_endpoint))?)
+        Some(start_app(&cg, Some(&sink_endpoint), None)?)
     } else {
         None
     };
@@ -518,13 +693,15 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
     let started = Instant::now();
     for rep in 0..plan.reps {
         for &target in &plan.targets {
-            let mut configs = vec![Config::Untraced, Config::Sonde];
-            if target == TargetKind::Python && sdk.is_some() {
-                configs.push(Config::PythonSdk);
-            }
+            let mut configs = target.configs(sdk.is_some());
             let n = configs.len();
             configs.rotate_left(rep % n);
-            for &load in &plan.loads {
+            let loads = if target == TargetKind::Grpc {
+                &plan.grpc_loads
+            } else {
+                &plan.loads
+            };
+            for &load in loads {
                 for &config in &configs {
                     let port = match (target, config) {
                         (TargetKind::Nginx, _) => nginx_port,
@@ -532,17 +709,28 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                             sdk.as_ref().map(|s| s.1).unwrap_or(app_port)
                         }
                         (TargetKind::Python, _) => app_port,
+                        (TargetKind::Chain, _) => hop_port,
+                        (TargetKind::NginxH2c, _) => h2_port,
+                        (TargetKind::Grpc, _) => grpc_port,
                     };
-                    let mut agent = if config == Config::Sonde {
-                        Some(start_sonde(sonde, &cg, sink_port, &work)?)
+                    let mut agent = if config.traced_by_sonde() {
+                        Some(start_sonde(
+                            sonde,
+                            &cg,
+                            sink_port,
+                            &work,
+                            config == Config::Sonde,
+                        )?)
                     } else {
                         None
                     };
                     let spans_before = sink_count(&counts);
                     let cpu_before = agent.as_ref().map(|a| cpu_ns(a.proc.0.id()));
-                    let run = match load {
-                        Some(rate) => run_hey(port, plan.seconds, rate),
-                        None => run_wrk(port, plan.seconds),
+                    let run = match (target, load) {
+                        (TargetKind::NginxH2c, _) => run_h2load(port, plan.seconds, load, &work),
+                        (TargetKind::Grpc, _) => run_grpc(port, plan.seconds, load),
+                        (_, Some(rate)) => run_hey(port, plan.seconds, rate),
+                        (_, None) => run_wrk(port, plan.seconds),
                     };
                     let (requests, rps, p50, p99) = run?;
                     let mut sample = Sample {
@@ -567,7 +755,8 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                     }
                     if config != Config::Untraced {
                         let got = sink_count(&counts).saturating_sub(spans_before);
-                        sample.completeness = Some(got as f64 / requests as f64);
+                        let want = requests * target.spans_per_request();
+                        sample.completeness = Some(got as f64 / want as f64);
                     }
                     eprintln!(
                         "bench: rep {} {} {} {}: {} req, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms{}",
@@ -596,7 +785,7 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
     // Agent memory with many open connections.
     let mut idle_rss = None;
     if plan.idle_conns > 0 {
-        let mut agent = start_sonde(sonde, &cg, sink_port, &work)?;
+        let mut agent = start_sonde(sonde, &cg, sink_port, &work, true)?;
         let conns = idle_connections(nginx_port, plan.idle_conns);
         // One request on each so that sonde tracks them.
         for mut c in conns.iter() {

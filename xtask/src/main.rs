@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask <setup|test|run|doctor>`.
+//! Project tasks: `cargo xtask <setup|test|run|doctor|bench|fuzz>`.
 //!
 //! Everything a fresh machine needs is installed by `setup`, idempotently; the other tasks call
 //! it first, so the README's two commands work on a machine that has nothing but Rust.
 
 mod bench;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -43,6 +44,15 @@ enum Task {
     },
     /// Set up, build sonde and run `sonde doctor`.
     Doctor,
+    /// Run each cargo-fuzz target of the protocol parsers briefly (installs cargo-fuzz).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+        /// Only this target (`http1`, `h2_conn`, `hpack`).
+        #[arg(long)]
+        target: Option<String>,
+    },
     /// Set up, build sonde and measure its overhead against no tracing and against the
     /// OpenTelemetry Python SDK; writes target/bench/report.{md,json}.
     Bench {
@@ -105,6 +115,9 @@ fn main() -> ExitCode {
             };
             bench::bench(mode, &sonde)
         }),
+        Task::Fuzz { seconds, target } => {
+            setup::setup().and_then(|_| fuzz::fuzz(seconds, target.as_deref()))
+        }
         Task::Doctor => setup::setup().and_then(|_| {
             let sonde = build_sonde()?;
             run(Command::new(sonde).arg("doctor"))

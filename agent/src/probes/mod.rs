@@ -305,10 +305,12 @@ impl Probes {
                     name,
                     source: Box::new(e),
                 })?;
+            let t0 = Instant::now();
             prog.load().map_err(|e| ProbeError::ProgramLoad {
                 name,
                 source: Box::new(e),
             })?;
+            let t1 = Instant::now();
             prog.attach(category, tracepoint)
                 .map_err(|e| ProbeError::Attach {
                     category,
@@ -316,6 +318,12 @@ impl Probes {
                     root: tracefs.root().display().to_string(),
                     source: Box::new(e),
                 })?;
+            tracing::debug!(
+                program = name,
+                load = ?(t1 - t0),
+                attach = ?t1.elapsed(),
+                "program loaded and attached"
+            );
         }
         if let (true, Some(root)) = (inject, cgroup2) {
             probes.attach_injection(&root)?;
@@ -337,7 +345,11 @@ impl Probes {
                 name: maps::TAIL,
                 source: Box::new(e),
             })?;
-        for (index, name) in [(0u32, programs::CTX_SERVER), (1, programs::CTX_CLIENT)] {
+        for (index, name) in [
+            (0u32, programs::CTX_SERVER),
+            (1, programs::CTX_CLIENT),
+            (2, programs::CTX_H2_CLIENT),
+        ] {
             let prog: &mut TracePoint = self
                 .ebpf
                 .program_mut(name)

@@ -173,7 +173,8 @@ pub fn stream_span(
     }
     push(&mut attrs, "sonde.trace.link", ids.link);
     if let Some(i) = ids.inject {
-        // Stream 1 of an h2c upgrade left as HTTP/1.1, through the kernel's injection.
+        // What the kernel did with the request's HEADERS (or, for stream 1 of an h2c upgrade,
+        // with the HTTP/1.1 request that opened it).
         push(&mut attrs, "sonde.trace.inject", i.as_str());
     }
     Span {
@@ -415,6 +416,33 @@ mod tests {
 
     use super::*;
     use crate::conn::ConnInfo;
+
+    /// The kernel looks for the name `traceparent` Huffman-coded as these bytes
+    /// (`sonde_proto::H2_TRACEPARENT_HUFFMAN`), and adds the header as a literal field without
+    /// indexing, not Huffman-coded (`agent-ebpf/src/h2ctx.rs`): both decode as meant.
+    #[test]
+    fn the_kernels_hpack_bytes_decode_as_traceparent() {
+        use sonde_protocol::http2::{
+            Headers,
+            hpack::{Decoder, DecoderLimits},
+        };
+        let mut block = vec![0x00, 0x80 | 8];
+        block.extend(sonde_proto::H2_TRACEPARENT_HUFFMAN);
+        block.extend([3, b'a', b'b', b'c']);
+        let value = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        block.extend([0x00, 11]);
+        block.extend(b"traceparent");
+        block.push(55);
+        block.extend(value.as_bytes());
+        assert_eq!(block.len(), 2 + 8 + 4 + 69);
+        let mut d = Decoder::new(DecoderLimits::default());
+        let mut h = Headers::default();
+        d.decode(&block, &mut h).unwrap();
+        let got: Vec<&[u8]> = h.get_all("traceparent").collect();
+        assert_eq!(got, [b"abc".as_slice(), value.as_bytes()]);
+        // Literals without indexing leave the dynamic table as it was.
+        assert_eq!(d.table().len(), 0);
+    }
 
     fn frame(kind: u8, flags: u8, id: u32, payload: &[u8]) -> Vec<u8> {
         let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();

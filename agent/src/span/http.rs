@@ -37,6 +37,17 @@ pub fn link_label(v: &str) -> &'static str {
     }
 }
 
+/// `sonde.trace.link` of a context the kernel chose.
+pub fn link_of(source: CtxSource) -> &'static str {
+    match source {
+        CtxSource::Header => "header",
+        CtxSource::Linked => "linked",
+        CtxSource::Ambiguous => "ambiguous",
+        CtxSource::Adopted => "adopted",
+        CtxSource::NewTrace => "new",
+    }
+}
+
 /// Stable label of a `sonde.trace.inject` value (for counters).
 pub fn inject_label(v: &str) -> &'static str {
     [
@@ -46,6 +57,7 @@ pub fn inject_label(v: &str) -> &'static str {
         InjectOutcome::SkipRequestLine,
         InjectOutcome::SkipNotAtBoundary,
         InjectOutcome::SkipPushFailed,
+        InjectOutcome::SkipUnlinked,
         InjectOutcome::NotAttempted,
     ]
     .into_iter()
@@ -92,13 +104,7 @@ pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids
             } else {
                 String::new()
             },
-            link: match c.source {
-                CtxSource::Header => "header",
-                CtxSource::Linked => "linked",
-                CtxSource::Ambiguous => "ambiguous",
-                CtxSource::Adopted => "adopted",
-                CtxSource::NewTrace => "new",
-            },
+            link: link_of(c.source),
             inject: (kind == SpanKind::Client).then_some(c.inject),
         },
         (None, Some(tp)) => Ids {

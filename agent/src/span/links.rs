@@ -17,7 +17,7 @@
 //! table, whose oldest entries go first.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
 };
 
@@ -144,8 +144,11 @@ type OpenKey = (u64, u64);
 #[derive(Debug, Default)]
 pub struct Links {
     open: HashMap<OpenKey, OpenServer>,
-    by_pid: HashMap<u32, Vec<OpenKey>>,
-    by_conn: HashMap<u64, Vec<u64>>,
+    by_pid: HashMap<u32, HashSet<OpenKey>>,
+    by_conn: HashMap<u64, HashSet<u64>>,
+    /// Open requests in the order they opened (entries of closed ones are skipped when met,
+    /// and swept when they outnumber the live ones): the oldest goes first at the bound.
+    open_order: VecDeque<(OpenKey, u64)>,
     peers: HashMap<PeerKey, (Ids, u64)>,
     peer_order: VecDeque<(PeerKey, u64)>,
     /// Counters: open requests dropped at the bound, peer contexts dropped at the bound.
@@ -192,20 +195,24 @@ impl Links {
     fn insert_open(&mut self, key: OpenKey, entry: OpenServer) {
         if self.open.len() >= MAX_OPEN && !self.open.contains_key(&key) {
             // Full: the oldest goes (it is also the stalest).
-            if let Some(oldest) = self
-                .open
-                .iter()
-                .min_by_key(|(_, o)| o.opened_ns)
-                .map(|(k, _)| *k)
-            {
-                self.close_server(oldest);
-                self.dropped_open += 1;
+            while let Some((k, t)) = self.open_order.pop_front() {
+                if self.open.get(&k).is_some_and(|o| o.opened_ns == t) {
+                    self.close_server(k);
+                    self.dropped_open += 1;
+                    break;
+                }
             }
         }
-        let pid = entry.pid;
+        let (pid, opened_ns) = (entry.pid, entry.opened_ns);
         if self.open.insert(key, entry).is_none() {
-            self.by_pid.entry(pid).or_default().push(key);
-            self.by_conn.entry(key.0).or_default().push(key.1);
+            self.by_pid.entry(pid).or_default().insert(key);
+            self.by_conn.entry(key.0).or_default().insert(key.1);
+        }
+        self.open_order.push_back((key, opened_ns));
+        if self.open_order.len() > 2 * self.open.len() + 64 {
+            let open = &self.open;
+            self.open_order
+                .retain(|(k, t)| open.get(k).is_some_and(|o| o.opened_ns == *t));
         }
     }
 
@@ -214,13 +221,13 @@ impl Links {
     pub fn close_server(&mut self, key: OpenKey) -> Option<Ids> {
         let mut o = self.open.remove(&key)?;
         if let Some(keys) = self.by_pid.get_mut(&o.pid) {
-            keys.retain(|k| *k != key);
+            keys.remove(&key);
             if keys.is_empty() {
                 self.by_pid.remove(&o.pid);
             }
         }
         if let Some(keys) = self.by_conn.get_mut(&key.0) {
-            keys.retain(|k| *k != key.1);
+            keys.remove(&key.1);
             if keys.is_empty() {
                 self.by_conn.remove(&key.0);
             }
@@ -276,6 +283,7 @@ impl Links {
         let ids = match own {
             Some((tp, state)) => Ids::from_header(&tp, state, "adopted"),
             None => {
+                // Whether none, one or several are live is all that matters.
                 let live: Vec<OpenKey> = self
                     .by_pid
                     .get(&pid)
@@ -286,6 +294,7 @@ impl Links {
                                     now_ns.saturating_sub(o.opened_ns) < OPEN_STALE_NS
                                 })
                             })
+                            .take(2)
                             .copied()
                             .collect()
                     })

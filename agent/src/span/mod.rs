@@ -26,7 +26,7 @@ use std::{
 };
 
 use sonde_export::span::{Resource, Span, SpanId, TraceId};
-use sonde_proto::{ConnSource, CtxKind, Direction, Role};
+use sonde_proto::{ConnSource, CtxKind, Direction, InjectOutcome, Role};
 use sonde_protocol::{
     detect::{Detected, detect},
     http1::{EndReason, Exchange, Http1Conn, Http1Event, Limits as Http1Limits, Side, StopReason},
@@ -545,7 +545,31 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
             let own = st.parser.request(sid).and_then(incoming_ctx);
             let peer = PeerKey::of(c.info.local, c.info.remote, client, sid);
             let ids = if client {
-                Some(self.links.client_request(c.info.pid, now_ns, own, peer))
+                // What the kernel did with the request's HEADERS, when it followed them.
+                let kernel = c
+                    .ctxs
+                    .iter()
+                    .position(|k| k.kind == CtxKind::H2Client && k.seq == u64::from(sid))
+                    .and_then(|i| c.ctxs.remove(i));
+                Some(match kernel {
+                    // The ids went on the wire: they are the span's.
+                    Some(k) if k.inject == InjectOutcome::Injected => {
+                        let ids = Ids {
+                            link: http::link_of(k.source),
+                            inject: Some(k.inject),
+                            ..kernel_ids(&k)
+                        };
+                        if let Some(p) = peer {
+                            self.links.publish_peer(p, &ids, now_ns);
+                        }
+                        ids
+                    }
+                    Some(k) => Ids {
+                        inject: Some(k.inject),
+                        ..self.links.client_request(c.info.pid, now_ns, own, peer)
+                    },
+                    None => self.links.client_request(c.info.pid, now_ns, own, peer),
+                })
             } else {
                 self.links
                     .open_server((id, u64::from(sid)), c.info.pid, start_ns, own, peer);

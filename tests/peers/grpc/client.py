@@ -5,6 +5,8 @@ Usage: client.py MODE PORT
   calls   unary OK, unary NOT_FOUND, server streaming (3), client streaming (4), bidi (3), an
           unimplemented method, unary INTERNAL, a unary that misses its 0.2 s deadline
   one     one unary call ("chain")
+  tp      three unary calls asking what traceparent the server got: without one, with the
+          client's own, without one
   many N  N unary calls, 10 in flight at a time
   stdin   one call per line read: `unary TEXT` or `stream N`, on the same channel (so a
           tracer started in between joins the connection in the middle)
@@ -52,6 +54,15 @@ def calls(stub, channel):
         print(code(e))
 
 
+OWN_TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def tp(stub, channel):
+    print(stub.Unary(pb.Msg(text="tp")).text, flush=True)
+    print(stub.Unary(pb.Msg(text="tp"), metadata=(("traceparent", OWN_TRACEPARENT),)).text)
+    print(stub.Unary(pb.Msg(text="tp")).text, flush=True)
+
+
 def one(stub, channel):
     print(stub.Unary(pb.Msg(text="chain", count=2)).text)
 
@@ -79,7 +90,7 @@ def main():
         if mode == "many":
             many(stub, channel, int(sys.argv[3]))
         else:
-            {"calls": calls, "one": one, "stdin": stdin}[mode](stub, channel)
+            {"calls": calls, "one": one, "stdin": stdin, "tp": tp}[mode](stub, channel)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 Usage: server.py PORT [NEXT_PORT]
 Prints "ready PORT" once serving. Unary: text "missing" aborts NOT_FOUND with a message that
 needs percent-encoding, "internal" aborts INTERNAL, "slow" sleeps 0.6 s (for deadlines);
+"tp" answers the traceparent metadata values it received, joined by "|";
 otherwise answers the text upper-cased with `count` payload bytes. With NEXT_PORT, Unary first
 calls the same method there (a chain of uninstrumented services) and answers its reply.
 ServerStream: `count` messages. ClientStream: how many it got. Bidi: echoes each reversed.
@@ -30,6 +31,10 @@ class Echo(pb_grpc.EchoServicer):
             context.abort(grpc.StatusCode.INTERNAL, "boom")
         if request.text == "slow":
             time.sleep(0.6)
+        if request.text == "tp":
+            # What arrived: every traceparent value, in order.
+            got = [v for k, v in context.invocation_metadata() if k == "traceparent"]
+            return pb.Msg(text="|".join(got) or "-")
         if self.next is not None:
             reply = self.next.Unary(pb.Msg(text=request.text, count=request.count))
             return pb.Msg(text=f"via {reply.text}", payload=reply.payload)
