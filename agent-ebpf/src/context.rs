@@ -429,7 +429,7 @@ fn root_flags(trace_id: &[u8; 16]) -> u8 {
 
 /// A new trace for a client request: (trace id, no parent, flags, source).
 #[inline(always)]
-fn new_root(source: CtxSource) -> ([u8; 16], [u8; 8], u8, CtxSource) {
+pub(crate) fn new_root(source: CtxSource) -> ([u8; 16], [u8; 8], u8, CtxSource) {
     let trace_id = random_trace_id();
     (trace_id, [0; 8], root_flags(&trace_id), source)
 }
