@@ -417,6 +417,23 @@ pub(crate) fn random_trace_id() -> [u8; 16] {
     ]
 }
 
+/// W3C flags of a new root trace: sampled or not by the configured ratio, decided from the
+/// trace id so that every agent decides the same (downstream services honour the flag).
+#[inline(always)]
+fn root_flags(trace_id: &[u8; 16]) -> u8 {
+    u8::from(sonde_proto::sampled_by_ratio(
+        trace_id,
+        crate::global(&crate::SAMPLE_THRESHOLD),
+    ))
+}
+
+/// A new trace for a client request: (trace id, no parent, flags, source).
+#[inline(always)]
+pub(crate) fn new_root(source: CtxSource) -> ([u8; 16], [u8; 8], u8, CtxSource) {
+    let trace_id = random_trace_id();
+    (trace_id, [0; 8], root_flags(&trace_id), source)
+}
+
 /// Sends `buf.ctx` (filled by the caller) with a fresh header.
 #[inline(always)]
 pub(crate) fn emit_ctx(buf: &mut DataBuf, pid_tgid: u64) {
@@ -521,7 +538,7 @@ fn finish_server_request(buf: &mut DataBuf, conn_id: u64, seq: u64, pid_tgid: u6
         None => {
             buf.ctx.trace_id = random_trace_id();
             buf.ctx.parent_span_id = [0; 8];
-            buf.ctx.flags = 0x01;
+            buf.ctx.flags = root_flags(&buf.ctx.trace_id);
             CtxSource::NewTrace
         }
     };
@@ -671,16 +688,16 @@ pub fn client_request(
         Some(t) => unsafe {
             let t = &*t;
             if t.outstanding == 0 || now_ns().saturating_sub(t.at_ns) >= STALE_NS {
-                (random_trace_id(), [0; 8], 0x01, CtxSource::NewTrace)
+                new_root(CtxSource::NewTrace)
             } else if t.ambiguous != 0 {
                 count(Counter::CtxAmbiguous, 1);
-                (random_trace_id(), [0; 8], 0x01, CtxSource::Ambiguous)
+                new_root(CtxSource::Ambiguous)
             } else {
                 count(Counter::CtxLinked, 1);
                 (t.trace_id, t.span_id, t.flags, CtxSource::Linked)
             }
         },
-        None => (random_trace_id(), [0; 8], 0x01, CtxSource::NewTrace),
+        None => new_root(CtxSource::NewTrace),
     };
     let source = if adopted { CtxSource::Adopted } else { source };
     let span_id = random_span_id();

@@ -35,7 +35,7 @@ use sonde_proto::{
 
 use crate::{
     INJECT,
-    context::{HEX, STALE_NS, at, emit_ctx, le, random_span_id, random_trace_id, word},
+    context::{HEX, STALE_NS, at, emit_ctx, le, new_root, random_span_id, word},
     global,
     maps::{CONNS, DataBuf, HEAD_SCAN, PLAN_H2, PLANS, PROCS, SCRATCH, SERVER_PROCS, THREAD_CTX},
     util::{count, cpu, now_ns},
@@ -271,7 +271,7 @@ fn client_frames(
     }
     let (trace_id, parent, flags, source) = match linked {
         Some((t, s, f)) => (t, s, f, CtxSource::Linked),
-        None => (random_trace_id(), [0; 8], 0x01, CtxSource::NewTrace),
+        None => new_root(CtxSource::NewTrace),
     };
     if linked.is_none()
         && outcome == InjectOutcome::Injected

@@ -44,6 +44,11 @@ static CAPTURE_BYTES: u32 = DEFAULT_CAPTURE;
 #[unsafe(no_mangle)]
 static INJECT: u32 = 0;
 
+/// Head sampling of new root traces: see `sonde_proto::sampled_by_ratio` (set at load time;
+/// the default keeps everything).
+#[unsafe(no_mangle)]
+static SAMPLE_THRESHOLD: u64 = sonde_proto::SAMPLE_ALL;
+
 /// Pending ring-buffer bytes above which a record wakes the agent up; below it the agent's
 /// periodic poll collects records, so a busy host pays one wakeup per batch, not per record.
 #[unsafe(no_mangle)]

@@ -16,7 +16,9 @@ use sonde_export::{
     batch::{ExportPipeline, LineFormat, PipelineOptions, Sink, SpanQueue},
     config::{ExportConfig, ExportFileConfig},
     console,
+    metrics::{SpanMetrics, push::MetricsPusher},
     metrics_http::{MetricsServer, MetricsState},
+    stats::DropReason,
 };
 use sonde_protocol::route::RoutePattern;
 
@@ -27,7 +29,9 @@ use crate::{
     conn::StreamSink,
     debug_view::DebugView,
     doctor,
+    privacy::{Policy, PrivacyError},
     probes::{FilterSpec, ProbeConfig},
+    sampling::{SamplingConfig, SamplingError, sink::PolicySink},
     span::{HttpConfig, SpanSink, SpanStage},
     telemetry::Telemetry,
 };
@@ -104,6 +108,10 @@ pub struct RunArgs {
     /// OTLP compression: gzip or none (like OTEL_EXPORTER_OTLP_COMPRESSION).
     #[arg(long, value_name = "COMPRESSION")]
     pub otlp_compression: Option<String>,
+    /// Fraction of new root traces kept, 0.0 to 1.0 (default 1.0; like OTEL_TRACES_SAMPLER_ARG
+    /// with parentbased_traceidratio). Errors and slow spans may still be kept by the tail.
+    #[arg(long, value_name = "RATIO", env = "SONDE_SAMPLING_RATIO")]
+    pub sampling_ratio: Option<f64>,
     /// Do not put `traceparent` into outgoing HTTP requests (spans are still linked inside each
     /// process, but calls to other services start new traces).
     #[arg(long, env = "SONDE_NO_INJECT")]
@@ -201,6 +209,7 @@ fn replay(args: ReplayArgs) -> ExitCode {
     let http = HttpConfig {
         route_patterns,
         query_allowlist: args.query_allow.clone(),
+        ..HttpConfig::default()
     };
     match crate::replay::replay(&args.file, sides, http, sink) {
         Ok((mut sink, summary)) => {
@@ -248,6 +257,12 @@ pub enum ArgError {
     File(#[from] ConfigFileError),
     #[error("OTLP exporter: {0}")]
     Export(#[from] sonde_export::config::ConfigError),
+    #[error(transparent)]
+    Sampling(#[from] SamplingError),
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
+    #[error("OTEL_METRIC_EXPORT_INTERVAL={0}: expected milliseconds, e.g. 60000")]
+    MetricInterval(String),
     #[error(
         "--output otlp needs a collector: set OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint or \
          [export.otlp] endpoint"
@@ -266,6 +281,10 @@ pub struct RunPlan {
     /// The metrics address was chosen explicitly (a bind failure is then an error).
     pub metrics_explicit: bool,
     pub export: Option<ExportConfig>,
+    pub sampling: SamplingConfig,
+    pub privacy: Policy,
+    /// Span metrics on, and their OTLP push interval.
+    pub span_metrics: Option<Duration>,
 }
 
 impl RunArgs {
@@ -314,6 +333,34 @@ impl RunArgs {
                 .map(|&p| (p, Decision::Ignore)),
         );
         let selective = !trace_pids.is_empty() || !cgroups.is_empty();
+        let (env_ratio, env_parent) = crate::sampling::from_otel_env(
+            env("OTEL_TRACES_SAMPLER").as_deref(),
+            env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+        )?;
+        let sampling = SamplingConfig::resolve(
+            &file.sampling,
+            self.sampling_ratio.or(env_ratio),
+            env_parent,
+        )?;
+        let privacy = Policy::new(&file.privacy)?;
+        let interval = match env("OTEL_METRIC_EXPORT_INTERVAL") {
+            Some(v) => Duration::from_millis(
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or(ArgError::MetricInterval(v))?,
+            ),
+            None => file.span_metrics.export_interval_ms.map_or(
+                sonde_export::metrics::push::DEFAULT_INTERVAL,
+                Duration::from_millis,
+            ),
+        };
+        let span_metrics = file
+            .span_metrics
+            .enabled
+            .unwrap_or(true)
+            .then_some(interval);
         let capture = CaptureConfig {
             probes: ProbeConfig {
                 capture_bytes,
@@ -330,6 +377,7 @@ impl RunArgs {
                     pids,
                     cgroups,
                 },
+                sample_threshold: sampling.kernel_threshold(),
                 ..ProbeConfig::default()
             },
             ..CaptureConfig::default()
@@ -350,6 +398,8 @@ impl RunArgs {
                 .chain(&file.http.query_allowlist)
                 .cloned()
                 .collect(),
+            capture_request_headers: privacy.request_headers.clone(),
+            capture_response_headers: privacy.response_headers.clone(),
         };
 
         // Exporter: file < OTEL_* environment < flags.
@@ -418,6 +468,9 @@ impl RunArgs {
             metrics,
             metrics_explicit,
             export: Some(export),
+            sampling,
+            privacy,
+            span_metrics,
         })
     }
 }
@@ -492,6 +545,10 @@ impl SpanSink for QueueSink {
     fn span(&mut self, span: sonde_export::span::Span) {
         let _ = self.0.try_send(span);
     }
+
+    fn not_sent(&mut self, reason: DropReason) {
+        self.0.not_sent(reason);
+    }
 }
 
 /// The console view: finished traces printed as trees, from the capture thread.
@@ -552,6 +609,7 @@ fn line_writer(file: &Option<PathBuf>) -> Result<Box<dyn std::io::Write + Send>,
 }
 
 async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
+    crate::sampling::set_root_ratio(plan.sampling.ratio);
     let telemetry = Telemetry::new();
     let pipeline = match plan.output {
         OutputFormat::Otlp => {
@@ -583,11 +641,58 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
     if let Some(p) = &pipeline {
         telemetry.set_export(p.stats());
     }
+    let span_metrics = plan.span_metrics.map(|_| {
+        Arc::new(SpanMetrics::new(
+            crate::clock::WallClock::measure().unix_ns(crate::clock::monotonic_ns()),
+        ))
+    });
+    if let Some(m) = &span_metrics {
+        let m = Arc::clone(m);
+        telemetry.add_renderer(Arc::new(move |w| m.render(w)));
+    }
+    let pusher = match (
+        &span_metrics,
+        plan.output,
+        plan.export.as_ref(),
+        plan.span_metrics,
+    ) {
+        (Some(m), OutputFormat::Otlp, Some(cfg), Some(interval)) => {
+            match MetricsPusher::start(cfg, Arc::clone(m), interval) {
+                Ok(Some(p)) => {
+                    let st = Arc::clone(&p.stats);
+                    telemetry.add_renderer(Arc::new(move |w| {
+                        let mut f = w.counter(
+                            "sonde_span_metrics_pushes_total",
+                            "OTLP pushes of the span metrics, by outcome.",
+                        );
+                        for (o, n) in [("ok", &st.ok), ("failed", &st.failed)] {
+                            f = f.sample(
+                                &[("outcome", o)],
+                                n.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                            );
+                        }
+                    }));
+                    Some(p)
+                }
+                Ok(None) => {
+                    tracing::info!(
+                        "span metrics are pushed with OTLP/gRPC only; with {} they are on /metrics",
+                        cfg.protocol.as_str()
+                    );
+                    None
+                }
+                Err(e) => return Err(format!("OTLP metrics exporter: {e}")),
+            }
+        }
+        _ => None,
+    };
     let _metrics = match plan.metrics {
         Some(addr) => {
             let t = telemetry.clone();
+            let t2 = telemetry.clone();
             let state = MetricsState {
                 render: Arc::new(move || t.render_prometheus()),
+                render_openmetrics: Some(Arc::new(move || t2.render_openmetrics())),
                 ready: telemetry.ready.clone(),
             };
             match MetricsServer::bind(addr, state).await {
@@ -628,23 +733,10 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             .1
         }
         (Some(p), _) => {
-            let stage = SpanStage::live(plan.http.clone(), QueueSink(p.queue()));
-            capture_until(
-                Capture::spawn_with(config, stage, Some(telemetry.clone())),
-                &who,
-                args.duration,
-            )
-            .await?
-            .1
-        }
-        (None, OutputFormat::Console) => {
-            let trees = ConsoleTrees {
-                trees: console::TraceTrees::new(console::Options {
-                    full_ids: plan.full_ids,
-                }),
-                out: line_writer(&plan.output_file)?,
-            };
-            let stage = SpanStage::live(plan.http.clone(), trees);
+            let stage = SpanStage::live(
+                plan.http.clone(),
+                policy_sink(QueueSink(p.queue()), &plan, &span_metrics, &telemetry),
+            );
             let (mut stage, summary) = capture_until(
                 Capture::spawn_with(config, stage, Some(telemetry.clone())),
                 &who,
@@ -654,8 +746,32 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             stage.out_mut().finish();
             summary
         }
+        (None, OutputFormat::Console) => {
+            let trees = ConsoleTrees {
+                trees: console::TraceTrees::new(console::Options {
+                    full_ids: plan.full_ids,
+                }),
+                out: line_writer(&plan.output_file)?,
+            };
+            let stage = SpanStage::live(
+                plan.http.clone(),
+                policy_sink(trees, &plan, &span_metrics, &telemetry),
+            );
+            let (mut stage, summary) = capture_until(
+                Capture::spawn_with(config, stage, Some(telemetry.clone())),
+                &who,
+                args.duration,
+            )
+            .await?;
+            stage.out_mut().finish();
+            stage.out_mut().inner_mut().finish();
+            summary
+        }
         (None, _) => {
-            let stage = SpanStage::live(plan.http.clone(), NullSink);
+            let stage = SpanStage::live(
+                plan.http.clone(),
+                policy_sink(NullSink, &plan, &span_metrics, &telemetry),
+            );
             capture_until(
                 Capture::spawn_with(config, stage, Some(telemetry.clone())),
                 &who,
@@ -665,6 +781,9 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             .1
         }
     };
+    if let Some(p) = pusher {
+        p.shutdown(Duration::from_secs(5)).await;
+    }
     if let Some(p) = pipeline {
         let s = p.shutdown(Duration::from_secs(5)).await;
         tracing::info!(
@@ -685,6 +804,25 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Sampling, span metrics and the privacy policy in front of an output; their counters go to
+/// `/metrics`.
+fn policy_sink<O: SpanSink>(
+    inner: O,
+    plan: &RunPlan,
+    metrics: &Option<Arc<SpanMetrics>>,
+    telemetry: &Telemetry,
+) -> PolicySink<O> {
+    let sink = PolicySink::new(
+        inner,
+        plan.sampling.clone(),
+        plan.privacy.clone(),
+        metrics.clone(),
+    );
+    let stats = sink.stats();
+    telemetry.add_renderer(Arc::new(move |w| stats.render(w)));
+    sink
 }
 
 /// Runs a capture until a signal or the duration; returns its sink and totals.
@@ -790,6 +928,44 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(e.contains("127.0.0.1:9464"), "{e}");
+    }
+
+    #[test]
+    fn sampling_ratio_from_flag_env_or_file_reaches_the_kernel() {
+        let p = RunArgs::default().plan(env(&[])).unwrap();
+        assert_eq!(p.capture.probes.sample_threshold, sonde_proto::SAMPLE_ALL);
+        assert!(p.sampling.parent_based);
+        let p = RunArgs::default()
+            .plan(env(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ]))
+            .unwrap();
+        assert_eq!(p.sampling.ratio, 0.25);
+        assert_eq!(p.capture.probes.sample_threshold, 1 << 61);
+        let p = RunArgs {
+            sampling_ratio: Some(0.5),
+            ..RunArgs::default()
+        }
+        .plan(env(&[("OTEL_TRACES_SAMPLER", "always_off")]))
+        .unwrap();
+        assert_eq!(p.capture.probes.sample_threshold, 1 << 62, "the flag wins");
+        assert!(!p.sampling.parent_based);
+        let e = RunArgs {
+            sampling_ratio: Some(1.5),
+            ..RunArgs::default()
+        }
+        .plan(env(&[]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("--sampling-ratio = 1.5"), "{e}");
+        let e = RunArgs::default()
+            .plan(env(&[("OTEL_METRIC_EXPORT_INTERVAL", "soon")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("OTEL_METRIC_EXPORT_INTERVAL=soon"), "{e}");
     }
 
     #[test]

@@ -26,6 +26,32 @@
 //! [context]
 //! inject = true         # traceparent into outgoing HTTP/1 requests
 //!
+//! [sampling]            # see README "Sampling"; OTEL_TRACES_SAMPLER(_ARG) honoured
+//! ratio = 0.1                 # new root traces kept; default 1.0 (all)
+//! parent_based = true         # follow the incoming traceparent's sampled flag
+//! root_rate_limit = 100.0     # root traces per second per service; default none
+//! keep_errors = true          # tail: keep error spans the head dropped
+//! keep_slower_than_ms = 500   # tail: keep slow spans; default none
+//! tail_buffer_spans = 4096    # spans held while their trace may be kept
+//! tail_wait_ms = 5000
+//! [[sampling.rules]]          # overrides for root spans, first match wins
+//! route = "/checkout"         # http.route or rpc service/method; `prefix*`
+//! ratio = 1.0
+//!
+//! [span_metrics]
+//! enabled = true              # request-duration histograms from every span
+//! export_interval_ms = 60000  # OTLP push interval (OTEL_METRIC_EXPORT_INTERVAL)
+//!
+//! [privacy]             # see README "Privacy"
+//! capture_request_headers = ["x-request-id"]   # never Authorization, Cookie, ...
+//! capture_response_headers = []
+//! sensitive_headers = ["x-internal-token"]     # added to the never-captured list
+//! deny_attributes = ["client.address", "process.command_line"]
+//! drop_routes = ["/internal/*"]
+//! [[privacy.redact]]
+//! pattern = "sk_live_[A-Za-z0-9]+"
+//! replacement = "REDACTED"
+//!
 //! [export.otlp]         # the OTEL_EXPORTER_OTLP_* / OTEL_BSP_* settings
 //! endpoint = "http://collector:4317"
 //! protocol = "grpc"
@@ -53,6 +79,21 @@ pub struct FileConfig {
     pub export: ExportSection,
     #[serde(default)]
     pub context: ContextSection,
+    #[serde(default)]
+    pub sampling: crate::sampling::SamplingSection,
+    #[serde(default)]
+    pub span_metrics: SpanMetricsSection,
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacySection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SpanMetricsSection {
+    /// Compute span metrics (and serve them on `/metrics`, push them with OTLP). Default true.
+    pub enabled: Option<bool>,
+    /// OTLP push interval in ms (`OTEL_METRIC_EXPORT_INTERVAL`). Default 60000.
+    pub export_interval_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -196,6 +237,48 @@ compression = "gzip"
             FileConfig::parse(Path::new("e"), "").unwrap(),
             FileConfig::default()
         );
+    }
+
+    #[test]
+    fn parses_sampling_metrics_and_privacy() {
+        let text = r#"
+[sampling]
+ratio = 0.1
+keep_slower_than_ms = 500
+[[sampling.rules]]
+route = "/checkout"
+ratio = 1.0
+[span_metrics]
+export_interval_ms = 1000
+[privacy]
+capture_request_headers = ["x-request-id"]
+drop_routes = ["/internal/*"]
+[[privacy.redact]]
+pattern = "sk_[a-z]+"
+"#;
+        let c = FileConfig::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(c.sampling.ratio, Some(0.1));
+        assert_eq!(c.sampling.rules[0].route.as_deref(), Some("/checkout"));
+        assert_eq!(c.span_metrics.export_interval_ms, Some(1000));
+        assert_eq!(c.privacy.redact[0].replacement, "REDACTED");
+        let e = FileConfig::parse(
+            Path::new("t.toml"),
+            "[sampling]
+rate = 0.1
+",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("rate") && e.contains("ratio"), "{e}");
+        let e = FileConfig::parse(
+            Path::new("t.toml"),
+            "[privacy]
+capture_headers = []
+",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("capture_request_headers"), "{e}");
     }
 
     #[test]

@@ -35,7 +35,12 @@ pub struct Telemetry {
     /// Set once the kernel programs are attached: `/readyz` says 200 from then on.
     pub ready: Arc<AtomicBool>,
     export: Mutex<Option<Arc<ExportStats>>>,
+    /// More families (span metrics, sampling), rendered after the agent's own.
+    extras: Mutex<Vec<Renderer>>,
 }
+
+/// Writes families of another stage into an exposition.
+pub type Renderer = Arc<dyn Fn(&mut prom::Writer) + Send + Sync>;
 
 /// CPU seconds (user + system) and resident bytes of this process.
 fn process_usage() -> (f64, u64) {
@@ -84,10 +89,25 @@ impl Telemetry {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// Adds families to every rendering.
+    pub fn add_renderer(&self, r: Renderer) {
+        if let Ok(mut e) = self.extras.lock() {
+            e.push(r);
+        }
+    }
+
     /// The whole `/metrics` body.
     pub fn render_prometheus(&self) -> String {
+        self.render(prom::Writer::new())
+    }
+
+    /// The whole `/metrics` body as OpenMetrics (with exemplars).
+    pub fn render_openmetrics(&self) -> String {
+        self.render(prom::Writer::openmetrics())
+    }
+
+    fn render(&self, mut w: prom::Writer) -> String {
         let s = self.snapshot();
-        let mut w = prom::Writer::new();
         let k = &s.capture.kernel;
         let c = &s.capture.conns;
         w.counter(
@@ -246,6 +266,10 @@ impl Telemetry {
             "Resident memory of the agent.",
         )
         .sample(&[], rss as f64);
+        let extras = self.extras.lock().map(|e| e.clone()).unwrap_or_default();
+        for r in extras {
+            r(&mut w);
+        }
         w.finish()
     }
 

@@ -117,6 +117,14 @@ impl SpanQueue {
     pub fn stats(&self) -> &Arc<ExportStats> {
         &self.shared.stats
     }
+
+    /// Accounts for a span the pipeline made but decided not to send (sampling, policy):
+    /// counted as created and dropped for `reason`, so the totals still add up.
+    pub fn not_sent(&self, reason: DropReason) {
+        let stats = &self.shared.stats;
+        stats.record_offered();
+        stats.record_dropped(reason, 1);
+    }
 }
 
 enum Control {

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod config;
 pub mod console;
 pub mod jsonl;
+pub mod metrics;
 pub mod metrics_http;
 pub mod otlp;
 pub mod prom;

@@ -46,6 +46,9 @@ pub enum MetricsHttpError {
 pub struct MetricsState {
     /// Renders the whole `/metrics` body (see [`prom::Writer`]).
     pub render: Arc<dyn Fn() -> String + Send + Sync>,
+    /// Renders it as OpenMetrics (with exemplars), for scrapers that ask for
+    /// `application/openmetrics-text`; `None` answers them with Prometheus text.
+    pub render_openmetrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// `/readyz` answers 200 while this is set, else 503.
     pub ready: Arc<AtomicBool>,
 }
@@ -122,7 +125,27 @@ struct Response {
     allow: bool,
 }
 
-fn route(method: &str, target: &str, state: &MetricsState) -> Response {
+/// Whether an `Accept` header asks for OpenMetrics (as Prometheus does when it wants
+/// exemplars: `application/openmetrics-text;version=1.0.0,text/plain;q=0.5,...`).
+fn wants_openmetrics(head: &str) -> bool {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("accept"))
+        .flat_map(|(_, v)| v.split(','))
+        .any(|media| {
+            let mut parts = media.split(';');
+            let kind = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f64>().ok())
+                    == Some(0.0)
+            });
+            kind.eq_ignore_ascii_case("application/openmetrics-text") && !q_zero
+        })
+}
+
+fn route(method: &str, target: &str, state: &MetricsState, openmetrics: bool) -> Response {
     let path = target.split('?').next().unwrap_or(target);
     let text = |status, body: &str| Response {
         status,
@@ -142,11 +165,19 @@ fn route(method: &str, target: &str, state: &MetricsState) -> Response {
         return r;
     }
     match path {
-        "/metrics" => Response {
-            status: "200 OK",
-            content_type: prom::CONTENT_TYPE,
-            body: (state.render)(),
-            allow: false,
+        "/metrics" => match (&state.render_openmetrics, openmetrics) {
+            (Some(render), true) => Response {
+                status: "200 OK",
+                content_type: prom::OPENMETRICS_CONTENT_TYPE,
+                body: render(),
+                allow: false,
+            },
+            _ => Response {
+                status: "200 OK",
+                content_type: prom::CONTENT_TYPE,
+                body: (state.render)(),
+                allow: false,
+            },
         },
         "/healthz" => text("200 OK", "ok\n"),
         _ if state.ready.load(Ordering::Relaxed) => text("200 OK", "ready\n"),
@@ -175,11 +206,14 @@ async fn serve(mut stream: TcpStream, state: &MetricsState) -> std::io::Result<(
     .await;
     let response = match complete {
         Ok(Ok(true)) => {
-            let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-            let line = String::from_utf8_lossy(line);
+            let text = String::from_utf8_lossy(&head);
+            let line = text.lines().next().unwrap_or_default();
             let mut parts = line.split_whitespace();
+            let om = wants_openmetrics(&text);
             match (parts.next(), parts.next()) {
-                (Some(method), Some(target)) => (route(method, target, state), method == "HEAD"),
+                (Some(method), Some(target)) => {
+                    (route(method, target, state, om), method == "HEAD")
+                }
                 _ => (bad_request(), false),
             }
         }
@@ -240,6 +274,7 @@ mod tests {
                         .sample(&[("a", "b")], 7.0);
                     w.finish()
                 }),
+                render_openmetrics: Some(Arc::new(|| "# EOF\n".to_owned())),
                 ready: Arc::clone(&ready),
             },
         )
@@ -254,6 +289,26 @@ mod tests {
         assert!(metrics.contains(&format!("Content-Length: {}\r\n", body.len())));
         assert!(metrics.ends_with(&format!("\r\n\r\n{body}")), "{metrics}");
 
+        let om = get(
+            addr,
+            "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n\r\n",
+        )
+        .await;
+        assert!(
+            om.contains(
+                "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"
+            ) && om.ends_with("\r\n\r\n# EOF\n"),
+            "{om}"
+        );
+        let plain = get(
+            addr,
+            "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;q=0,text/plain\r\n\r\n",
+        )
+        .await;
+        assert!(
+            plain.contains("Content-Type: text/plain; version=0.0.4"),
+            "{plain}"
+        );
         assert!(
             get(addr, "GET /healthz HTTP/1.1\r\n\r\n")
                 .await

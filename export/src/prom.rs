@@ -14,15 +14,34 @@
 
 use std::fmt::Write as _;
 
-use crate::stats::HistogramSnapshot;
+use crate::{
+    span::{SpanId, TraceId},
+    stats::HistogramSnapshot,
+};
 
 /// The `Content-Type` of what [`Writer::finish`] returns.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `Content-Type` of an OpenMetrics exposition ([`Writer::openmetrics`]).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Accumulates one exposition.
 #[derive(Debug, Default)]
 pub struct Writer {
     out: String,
+    /// OpenMetrics 1.0 text: counter families named without `_total`, exemplars on
+    /// histogram buckets, `# EOF` at the end.
+    openmetrics: bool,
+}
+
+/// An exemplar of a histogram bucket: the span that stands for it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExemplarRef {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub value: f64,
+    pub unix_nanos: u64,
 }
 
 /// Samples of one metric family.
@@ -42,6 +61,19 @@ impl Writer {
         Self::default()
     }
 
+    /// A writer of OpenMetrics text (what scrapers asking for `application/openmetrics-text`
+    /// get): the same families, plus exemplars.
+    pub fn openmetrics() -> Self {
+        Self {
+            out: String::new(),
+            openmetrics: true,
+        }
+    }
+
+    pub fn is_openmetrics(&self) -> bool {
+        self.openmetrics
+    }
+
     pub fn counter<'w>(&'w mut self, name: &'w str, help: &str) -> Family<'w> {
         self.header(name, help, "counter");
         Family { w: self, name }
@@ -58,12 +90,20 @@ impl Writer {
     }
 
     /// The exposition text.
-    pub fn finish(self) -> String {
+    pub fn finish(mut self) -> String {
+        if self.openmetrics {
+            self.out.push_str("# EOF\n");
+        }
         self.out
     }
 
     fn header(&mut self, name: &str, help: &str, kind: &str) {
         debug_assert!(is_valid_metric_name(name), "invalid metric name {name:?}");
+        // OpenMetrics names a counter family without the `_total` of its sample.
+        let name = match (self.openmetrics, kind) {
+            (true, "counter") => name.strip_suffix("_total").unwrap_or(name),
+            _ => name,
+        };
         self.out.push_str("# HELP ");
         self.out.push_str(name);
         self.out.push(' ');
@@ -82,6 +122,18 @@ impl Writer {
         labels: &[(&str, &str)],
         extra: Option<(&str, &str)>,
         value: f64,
+    ) {
+        self.line_exemplar(name, suffix, labels, extra, value, None);
+    }
+
+    fn line_exemplar(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        extra: Option<(&str, &str)>,
+        value: f64,
+        exemplar: Option<&ExemplarRef>,
     ) {
         self.out.push_str(name);
         self.out.push_str(suffix);
@@ -103,6 +155,22 @@ impl Writer {
         }
         self.out.push(' ');
         push_value(&mut self.out, value);
+        if let (true, Some(e)) = (self.openmetrics, exemplar) {
+            let _ = write!(
+                self.out,
+                " # {{trace_id=\"{}\",span_id=\"{}\"}} ",
+                e.trace_id, e.span_id
+            );
+            push_value(&mut self.out, e.value);
+            let secs = e.unix_nanos / 1_000_000_000;
+            let frac = e.unix_nanos % 1_000_000_000;
+            if frac == 0 {
+                let _ = write!(self.out, " {secs}");
+            } else {
+                let f = format!("{frac:09}");
+                let _ = write!(self.out, " {secs}.{}", f.trim_end_matches('0'));
+            }
+        }
         self.out.push('\n');
     }
 }
@@ -118,19 +186,37 @@ impl<'w> Family<'w> {
 impl<'w> HistogramFamily<'w> {
     /// The `_bucket`, `_sum` and `_count` lines of one labelled histogram.
     pub fn sample(self, labels: &[(&str, &str)], h: &HistogramSnapshot) -> Self {
+        self.sample_with_exemplars(labels, h, &[])
+    }
+
+    /// [`Self::sample`] with one optional exemplar per bucket (written in OpenMetrics only).
+    pub fn sample_with_exemplars(
+        self,
+        labels: &[(&str, &str)],
+        h: &HistogramSnapshot,
+        exemplars: &[Option<ExemplarRef>],
+    ) -> Self {
         let mut le = String::new();
         for (i, count) in h.cumulative.iter().enumerate() {
             le.clear();
             match h.bounds.get(i) {
-                Some(b) => push_value(&mut le, *b),
+                Some(b) => {
+                    push_value(&mut le, *b);
+                    // OpenMetrics wants canonical floats here: `1.0`, not `1`.
+                    if self.w.openmetrics && !le.contains(['.', 'e', 'N', 'I']) {
+                        le.push_str(".0");
+                    }
+                }
                 None => le.push_str("+Inf"),
             }
-            self.w.line(
+            let exemplar = exemplars.get(i).and_then(Option::as_ref);
+            self.w.line_exemplar(
                 self.name,
                 "_bucket",
                 labels,
                 Some(("le", &le)),
                 *count as f64,
+                exemplar,
             );
         }
         self.w.line(self.name, "_sum", labels, None, h.sum_seconds);

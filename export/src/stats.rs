@@ -25,15 +25,22 @@ pub enum DropReason {
     RetriesExhausted,
     /// Still queued or failing when the shutdown deadline passed, or offered after shutdown.
     Shutdown,
+    /// Not sampled: the head decision (parent's flag, ratio, rule, rate limit) said drop and
+    /// no tail rule (error, slow) kept it. Counted in the span metrics all the same.
+    SampledOut,
+    /// Dropped by a privacy rule (`[privacy] drop_routes`) before export.
+    Policy,
 }
 
 impl DropReason {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::QueueFull,
         Self::Rejected,
         Self::PermanentError,
         Self::RetriesExhausted,
         Self::Shutdown,
+        Self::SampledOut,
+        Self::Policy,
     ];
 
     /// The `reason` label value.
@@ -44,6 +51,8 @@ impl DropReason {
             Self::PermanentError => "permanent_error",
             Self::RetriesExhausted => "retries_exhausted",
             Self::Shutdown => "shutdown",
+            Self::SampledOut => "sampled_out",
+            Self::Policy => "policy",
         }
     }
 }

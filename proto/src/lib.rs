@@ -81,6 +81,22 @@ pub mod globals {
     pub const OFFSETS: &str = "OFFSETS";
     /// `u32`: 1 when `traceparent` injection into outgoing requests is on.
     pub const INJECT: &str = "INJECT";
+    /// `u64`: head-sampling threshold for new root traces, see [`crate::sampled_by_ratio`].
+    pub const SAMPLE_THRESHOLD: &str = "SAMPLE_THRESHOLD";
+}
+
+/// [`globals::SAMPLE_THRESHOLD`] that keeps every trace (ratio 1.0, the default).
+pub const SAMPLE_ALL: u64 = 1 << 63;
+
+/// The head-sampling decision for a new root trace, as a function of its id alone, so that
+/// the kernel, the agent and other agents (and OpenTelemetry SDKs' `TraceIdRatioBased`, which
+/// uses the same rule) agree without talking to each other: sampled when the id's last eight
+/// bytes, big-endian and shifted right by one, are below `threshold` = ratio × 2^63.
+#[inline(always)]
+pub const fn sampled_by_ratio(trace_id: &[u8; 16], threshold: u64) -> bool {
+    let t = trace_id;
+    let low = u64::from_be_bytes([t[8], t[9], t[10], t[11], t[12], t[13], t[14], t[15]]);
+    (low >> 1) < threshold
 }
 
 /// Kind of an event record; the first field of every [`EventHeader`].

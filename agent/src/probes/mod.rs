@@ -173,6 +173,8 @@ pub struct ProbeConfig {
     pub filter: FilterSpec,
     /// Put `traceparent` into outgoing HTTP/1 requests of traced processes.
     pub inject: bool,
+    /// Head sampling of new root traces in the kernel ([`sonde_proto::sampled_by_ratio`]).
+    pub sample_threshold: u64,
 }
 
 impl Default for ProbeConfig {
@@ -183,6 +185,7 @@ impl Default for ProbeConfig {
             wakeup_bytes: 256 * 1024,
             filter: FilterSpec::default(),
             inject: true,
+            sample_threshold: sonde_proto::SAMPLE_ALL,
         }
     }
 }
@@ -258,6 +261,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::CAPTURE_BYTES, &config.capture_bytes, true)
             .override_global(globals::INJECT, &inject_flag, true)
+            .override_global(globals::SAMPLE_THRESHOLD, &config.sample_threshold, true)
             .override_global(globals::WAKEUP_BYTES, &config.wakeup_bytes, true)
             .override_global(globals::OFFSETS, &offsets, true)
             .map_max_entries(maps::EVENTS, config.ring_buffer_bytes)

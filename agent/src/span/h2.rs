@@ -128,6 +128,22 @@ pub fn stream_span(
     push(&mut attrs, "network.transport", "tcp");
     push(&mut attrs, "network.protocol.name", "http");
     push(&mut attrs, "network.protocol.version", "2");
+    if let Some(r) = req {
+        super::http::capture_headers(
+            &mut attrs,
+            "http.request.header.",
+            &config.capture_request_headers,
+            |n| super::http::lossy(r.headers.get_all(n)),
+        );
+    }
+    if let Some(r) = &x.response {
+        super::http::capture_headers(
+            &mut attrs,
+            "http.response.header.",
+            &config.capture_response_headers,
+            |n| super::http::lossy(r.headers.get_all(n)),
+        );
+    }
     if let Some(ua) = req.and_then(|r| r.headers.get_str("user-agent")) {
         push(&mut attrs, "user_agent.original", ua.to_owned());
     }

@@ -7,9 +7,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use sonde_export::span::{
-    FLAG_SAMPLED, KeyValue, Resource, Span, SpanKind, Status, StatusCode, Value,
-};
+use sonde_export::span::{KeyValue, Resource, Span, SpanKind, Status, StatusCode, Value};
 use sonde_proto::Role;
 use sonde_protocol::{
     http1::{Exchange, Incomplete},
@@ -122,15 +120,18 @@ pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids
             },
             inject: None,
         },
-        (None, None) => Ids {
-            trace_id: ids::trace_id(),
-            span_id: ids::span_id(),
-            parent: None,
-            flags: FLAG_SAMPLED,
-            trace_state: String::new(),
-            link: "new",
-            inject: None,
-        },
+        (None, None) => {
+            let trace_id = ids::trace_id();
+            Ids {
+                trace_id,
+                span_id: ids::span_id(),
+                parent: None,
+                flags: crate::sampling::root_flags(&trace_id),
+                trace_state: String::new(),
+                link: "new",
+                inject: None,
+            }
+        }
     }
 }
 
@@ -141,6 +142,40 @@ pub struct HttpConfig {
     pub route_patterns: Vec<RoutePattern>,
     /// Query parameter names whose values are kept; all others are replaced by `REDACTED`.
     pub query_allowlist: Vec<String>,
+    /// Request headers (lower case) captured as `http.request.header.<name>`; never a
+    /// sensitive one (`crate::privacy` refuses them).
+    pub capture_request_headers: Vec<String>,
+    /// Response headers (lower case) captured as `http.response.header.<name>`.
+    pub capture_response_headers: Vec<String>,
+}
+
+/// Header values as text.
+pub(super) fn lossy<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    values
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// `http.request.header.<name>` / `http.response.header.<name>` attributes: every value of
+/// each allow-listed header, as a string array (the semantic conventions' form).
+pub(super) fn capture_headers(
+    attrs: &mut Vec<KeyValue>,
+    prefix: &str,
+    names: &[String],
+    get_all: impl Fn(&str) -> Vec<String>,
+) {
+    for name in names {
+        if crate::privacy::ALWAYS_SENSITIVE.contains(&name.as_str()) {
+            continue;
+        }
+        let values = get_all(name);
+        if !values.is_empty() {
+            attrs.push(KeyValue::new(
+                format!("{prefix}{name}"),
+                Value::StrArray(values),
+            ));
+        }
+    }
 }
 
 /// Methods the semantic conventions know; others are reported as `_OTHER`.
@@ -332,6 +367,20 @@ pub fn exchange_span(
     );
     if let Some(ua) = req.headers.get_str("user-agent") {
         push(&mut attrs, "user_agent.original", ua.to_owned());
+    }
+    capture_headers(
+        &mut attrs,
+        "http.request.header.",
+        &config.capture_request_headers,
+        |n| lossy(req.headers.get_all(n)),
+    );
+    if let Some(resp) = &x.response {
+        capture_headers(
+            &mut attrs,
+            "http.response.header.",
+            &config.capture_response_headers,
+            |n| lossy(resp.headers.get_all(n)),
+        );
     }
     if x.request_extent.body_len > 0 {
         push(

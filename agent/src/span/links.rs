@@ -21,7 +21,7 @@ use std::{
     net::SocketAddr,
 };
 
-use sonde_export::span::{FLAG_SAMPLED, SpanId, TraceId};
+use sonde_export::span::{SpanId, TraceId};
 use sonde_proto::InjectOutcome;
 
 use super::ids;
@@ -44,11 +44,12 @@ pub struct Ids {
 impl Ids {
     /// A new trace with a fresh span.
     pub fn new_trace(link: &'static str) -> Self {
+        let trace_id = ids::trace_id();
         Self {
-            trace_id: ids::trace_id(),
+            trace_id,
             span_id: ids::span_id(),
             parent: None,
-            flags: FLAG_SAMPLED,
+            flags: crate::sampling::root_flags(&trace_id),
             trace_state: String::new(),
             link,
             inject: None,

@@ -57,6 +57,9 @@ pub trait SpanSink {
     fn span(&mut self, span: Span);
     /// Time passes (monotonic ns), for sinks that hold spans.
     fn tick(&mut self, _now_ns: u64) {}
+    /// A span was made but will not be sent (sampled out, dropped by policy): sinks that
+    /// account for every span count it.
+    fn not_sent(&mut self, _reason: sonde_export::stats::DropReason) {}
 }
 
 impl SpanSink for Vec<Span> {

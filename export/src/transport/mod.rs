@@ -6,7 +6,7 @@
 
 mod grpc;
 mod http;
-mod tls;
+pub(crate) mod tls;
 
 use std::{path::PathBuf, time::Duration};
 
