@@ -39,7 +39,7 @@ pub enum Mode {
     Smoke,
     /// Three repetitions, 5 s runs.
     Quick,
-    /// Five repetitions, 10 s runs, every rate.
+    /// Three repetitions, 8 s runs, every rate (about 30 minutes).
     Full,
 }
 
@@ -77,8 +77,8 @@ impl Plan {
                 idle_conns: 1000,
             },
             Mode::Full => Self {
-                reps: 5,
-                seconds: 10,
+                reps: 3,
+                seconds: 8,
                 loads: vec![Some(1000), Some(5000), Some(20000), None],
                 grpc_loads: vec![Some(500), Some(1000), None],
                 targets: TargetKind::ALL.to_vec(),
