@@ -132,7 +132,10 @@ fn grpcio_calls_give_client_and_server_spans_with_rpc_attributes_and_codes() {
             assert_eq!(attr_str(span, "network.protocol.version"), "2");
             assert_eq!(attr_int(span, "sonde.grpc.request_messages"), min, "{what}");
         }
-        assert_eq!(grpc_code(c), ccode, "{what}");
+        // Call 7: the server's own DEADLINE_EXCEEDED trailers may beat the client's reset.
+        if !(i == 7 && grpc_code(c) == Some(4)) {
+            assert_eq!(grpc_code(c), ccode, "{what}");
+        }
         if i == 7 && grpc_code(s).is_none() {
             // The client's RST_STREAM beat the server's own deadline trailers.
             assert_eq!(attr_str(s, "sonde.h2.reset_code"), "CANCEL", "{what}");
@@ -164,7 +167,10 @@ fn grpcio_calls_give_client_and_server_spans_with_rpc_attributes_and_codes() {
         "NOT_FOUND is the caller's"
     );
     assert_eq!(attr_str(clients[7], "error.type"), "DEADLINE_EXCEEDED");
-    assert_eq!(attr_str(clients[7], "sonde.h2.reset_code"), "CANCEL");
+    if grpc_code(clients[7]).is_none() {
+        // The client gave up first and reset the stream.
+        assert_eq!(attr_str(clients[7], "sonde.h2.reset_code"), "CANCEL");
+    }
     assert!(
         !stats.parse_errors.keys().any(|(p, _)| *p == "http2"),
         "{:?}",
