@@ -24,6 +24,7 @@ use crate::{
     procfs::Procfs,
     span::{ResourceSource, SpanSink, SpanStage, SpanStats},
     telemetry::{Snapshot, Telemetry},
+    tls::TlsTracker,
 };
 
 /// A stream sink whose counters the capture publishes, and which may need time to pass.
@@ -101,6 +102,8 @@ impl Summary {
             ("conns.ended_by_process_exit", c.ended_by_exit),
             ("conns.open_record_missing", c.open_missing),
             ("conns.roles_inferred", c.roles_inferred),
+            ("conns.tls_switched", c.tls_switched),
+            ("stream.tls_ciphertext_dropped", c.tls_ciphertext_dropped),
             ("stream.gap_not_captured_bytes", c.gap_not_captured_bytes),
             ("stream.gap_unreadable_bytes", c.gap_unreadable_bytes),
             ("stream.gap_lost_bytes", c.gap_lost_bytes),
@@ -300,16 +303,26 @@ pub async fn run<S: StreamSink + Observed>(
     );
     let mut ticks: u64 = 0;
     let mut runtimes = Runtimes::default();
+    let mut tls = TlsTracker::default();
+    tls.start(&mut probes);
     loop {
         tokio::select! {
             r = source.next_batch(&mut batch, &mut errors) => {
                 r?;
                 for ev in batch.drain(..) {
-                    if let Event::ConnOpen(o) = &ev {
-                        runtimes.check(o.meta.pid, &mut probes);
+                    match &ev {
+                        Event::ConnOpen(o) => {
+                            runtimes.check(o.meta.pid, &mut probes);
+                            tls.connection(&mut probes, o.meta.pid, monotonic_ns());
+                        }
+                        Event::Proc(p) if p.kind == crate::events::ProcKind::Exec => {
+                            tls.exec(&mut probes, p.meta.pid, monotonic_ns());
+                        }
+                        _ => {}
                     }
                     if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
                         runtimes.forget(pid);
+                        tls.exit(&mut probes, pid);
                         probes.forget_process(pid, fds);
                     }
                 }
@@ -318,6 +331,7 @@ pub async fn run<S: StreamSink + Observed>(
                 let now = monotonic_ns();
                 tracker.tick(now, &mut sink);
                 sink.tick(now);
+                tls.tick(&mut probes, now);
                 ticks += 1;
                 // Counters for /metrics about once a second.
                 if ticks.is_multiple_of(10) {

@@ -20,3 +20,4 @@ pub mod procfs;
 pub mod replay;
 pub mod span;
 pub mod telemetry;
+pub mod tls;

@@ -46,6 +46,7 @@ fn data(id: u64, dir: Direction, seq: u64, payload: &'static [u8], orig: u32, t:
         payload: Bytes::from_static(payload),
         iov_limit: false,
         read_failed: false,
+        tls: false,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod offsets;
 pub mod support;
 pub mod tracefs;
+pub mod uprobes;
 
 use std::{
     collections::BTreeMap,
@@ -124,6 +125,14 @@ pub enum ProbeError {
         #[source]
         source: Box<ProgramError>,
     },
+    #[error("cannot attach uprobe {name} to {target} at offset {offset:#x}: {source}")]
+    Uprobe {
+        name: &'static str,
+        target: String,
+        offset: u64,
+        #[source]
+        source: Box<ProgramError>,
+    },
     #[error("map {0} is missing from the object; the build is inconsistent")]
     MissingMap(&'static str),
     #[error("cgroup {path}: {source}")]
@@ -173,6 +182,8 @@ pub struct ProbeConfig {
     pub filter: FilterSpec,
     /// Put `traceparent` into outgoing HTTP/1 requests of traced processes.
     pub inject: bool,
+    /// Load the TLS uprobe programs (OpenSSL, Go crypto/tls).
+    pub tls: bool,
 }
 
 impl Default for ProbeConfig {
@@ -183,6 +194,7 @@ impl Default for ProbeConfig {
             wakeup_bytes: 256 * 1024,
             filter: FilterSpec::default(),
             inject: true,
+            tls: true,
         }
     }
 }
@@ -214,6 +226,8 @@ pub struct Probes {
     pub load_time: Duration,
     /// Whether injection is on (asked for, and the sock_ops and sk_msg programs attached).
     pub inject: bool,
+    /// Whether the TLS uprobe programs are loaded (attached per file by `crate::tls`).
+    pub tls: bool,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
@@ -278,6 +292,7 @@ impl Probes {
             offsets,
             load_time: Duration::ZERO,
             inject: false,
+            tls: false,
         };
 
         // The traced set is in place before the first program runs; sonde never traces itself.
@@ -312,6 +327,12 @@ impl Probes {
                     root: tracefs.root().display().to_string(),
                     source: Box::new(e),
                 })?;
+        }
+        if config.tls {
+            match probes.load_tls_programs() {
+                Ok(()) => probes.tls = true,
+                Err(e) => tracing::warn!("TLS capture is off: {e}"),
+            }
         }
         if let (true, Some(root)) = (inject, cgroup2) {
             probes.attach_injection(&root)?;
