@@ -327,7 +327,9 @@ fn ssl_exit(ctx: Option<&RetProbeContext>, handshake: bool) {
     let Some(ctx) = ctx else {
         return;
     };
-    let rc: i64 = ctx.ret();
+    // The four functions return a C `int`: only EAX is defined (-1 is 0x00000000ffffffff).
+    let rc: u64 = ctx.ret();
+    let rc = rc as u32 as i32;
     let len: u64 = if call._pad[0] != 0 {
         // SSL_read_ex/SSL_write_ex: 1 on success, the length in *out.
         if rc != 1 || call.out == 0 {

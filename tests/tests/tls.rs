@@ -494,3 +494,4 @@ fn go_binaries_are_inspected_from_their_symbols_and_dwarf() {
         }
     }
 }
+

@@ -244,6 +244,13 @@ fn go_func<'d, R: object::ReadRef<'d>>(
 
 /// Struct member offsets from `.debug_info`.
 fn dwarf_offsets<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> Option<GoOffsets> {
+    dwarf_offsets_in(file, false).or_else(|| dwarf_offsets_in(file, true))
+}
+
+fn dwarf_offsets_in<'d, R: object::ReadRef<'d>>(
+    file: &object::File<'d, R>,
+    all_units: bool,
+) -> Option<GoOffsets> {
     let load = |id: gimli::SectionId| -> Result<Cow<'d, [u8]>, gimli::Error> {
         Ok(file
             .section_by_name(id.name())
@@ -266,8 +273,8 @@ fn dwarf_offsets<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> Opti
             continue;
         };
         let mut entries = unit.entries();
-        // Go writes a compile unit per package, named by its import path: only three hold
-        // the types looked for.
+        // Go's linker writes the type entries into the `runtime` compile unit (1.19 to 1.27);
+        // the packages' own units are looked at too, the rest only if that was not enough.
         let Ok(Some((_, root))) = entries.next_dfs() else {
             continue;
         };
@@ -277,10 +284,12 @@ fn dwarf_offsets<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> Opti
             .flatten()
             .and_then(|v| dwarf.attr_string(&unit, v).ok())
             .map(|s| s.slice().to_vec());
-        if !matches!(
-            cu.as_deref(),
-            Some(b"crypto/tls" | b"net" | b"internal/poll")
-        ) {
+        if !all_units
+            && !matches!(
+                cu.as_deref(),
+                Some(b"runtime" | b"crypto/tls" | b"net" | b"internal/poll")
+            )
+        {
             continue;
         }
         let mut current: Option<(&str, isize)> = None;
