@@ -292,6 +292,9 @@ pub async fn run<S: StreamSink + Observed>(
     let mut errors = DecodeErrors::default();
     let mut batch = Vec::with_capacity(4096);
     let mut tick = tokio::time::interval(config.tick_interval);
+    // TLS libraries of running processes are attached before sonde says it is ready.
+    let mut tls = TlsTracker::default();
+    tls.start(&mut probes);
     ready.store(true, Ordering::Release);
     if let Some(t) = &telemetry {
         t.set_ready(true);
@@ -303,8 +306,6 @@ pub async fn run<S: StreamSink + Observed>(
     );
     let mut ticks: u64 = 0;
     let mut runtimes = Runtimes::default();
-    let mut tls = TlsTracker::default();
-    tls.start(&mut probes);
     loop {
         tokio::select! {
             r = source.next_batch(&mut batch, &mut errors) => {

@@ -284,7 +284,8 @@ fn captured_plaintext_equals_what_the_application_wrote() {
     assert_eq!(cg.run(cmd), format!("got {n}\n").into_bytes());
     let cap = rec.finish();
     let base: Vec<u8> = (32u8..127).collect();
-    let want: Vec<u8> = base.iter().copied().cycle().take(n).collect();
+    let mut want = format!("{n}\n").into_bytes();
+    want.extend(base.iter().copied().cycle().take(n));
     let client = cap.one(Role::Client, port);
     let server = cap.one(Role::Server, port);
     assert!(client.info.tls && server.info.tls, "{:#?}", cap.describe());
@@ -459,7 +460,10 @@ fn go_binaries_are_inspected_from_their_symbols_and_dwarf() {
     use sonde::tls::elf::{GoOffsets, Inspection, inspect};
     for version in ["1.19", "1.27"] {
         let bin = go_tls_binary(version);
-        match inspect(&bin).unwrap() {
+        let t = std::time::Instant::now();
+        let inspection = inspect(&bin).unwrap();
+        eprintln!("Go {version}: inspected in {:?}", t.elapsed());
+        match inspection {
             Inspection::Go {
                 version: v,
                 write,
@@ -494,4 +498,5 @@ fn go_binaries_are_inspected_from_their_symbols_and_dwarf() {
         }
     }
 }
+
 

@@ -247,18 +247,37 @@ fn dwarf_offsets<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> Opti
     dwarf_offsets_in(file, false).or_else(|| dwarf_offsets_in(file, true))
 }
 
+type Slice<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
+
+/// A `DW_AT_name` value: inline (what Go writes) or in `.debug_str`.
+fn name_of<'a>(dwarf: &gimli::Dwarf<Slice<'a>>, v: gimli::AttributeValue<Slice<'a>>) -> Option<&'a [u8]> {
+    match v {
+        gimli::AttributeValue::String(s) => Some(s.slice()),
+        gimli::AttributeValue::DebugStrRef(o) => dwarf.debug_str.get_str(o).ok().map(|s| s.slice()),
+        _ => None,
+    }
+}
+
 fn dwarf_offsets_in<'d, R: object::ReadRef<'d>>(
     file: &object::File<'d, R>,
     all_units: bool,
 ) -> Option<GoOffsets> {
+    // Only the sections a walk of type entries needs: decompressing the others (lines,
+    // locations, frames) would cost more than the walk.
     let load = |id: gimli::SectionId| -> Result<Cow<'d, [u8]>, gimli::Error> {
-        Ok(file
-            .section_by_name(id.name())
+        let needed = matches!(
+            id,
+            gimli::SectionId::DebugInfo | gimli::SectionId::DebugAbbrev | gimli::SectionId::DebugStr
+        );
+        Ok(needed
+            .then(|| file.section_by_name(id.name()))
+            .flatten()
             .and_then(|s| s.uncompressed_data().ok())
             .unwrap_or(Cow::Borrowed(&[])))
     };
     let sections = gimli::DwarfSections::load(load).ok()?;
     let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
+    let name_of = |v| name_of(&dwarf, v);
     let wanted: [(&str, &str); 5] = [
         ("crypto/tls.Conn", "conn"),
         ("net.TCPConn", "conn"),
@@ -267,12 +286,12 @@ fn dwarf_offsets_in<'d, R: object::ReadRef<'d>>(
         ("internal/poll.FD", "Sysfd"),
     ];
     let mut found: HashMap<(&str, &str), u64> = HashMap::new();
-    let mut units = dwarf.units();
+    let mut units = dwarf.debug_info.units();
     while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else {
+        let Ok(abbrevs) = dwarf.abbreviations(&header) else {
             continue;
         };
-        let mut entries = unit.entries();
+        let mut entries = header.entries(&abbrevs);
         // Go's linker writes the type entries into the `runtime` compile unit (1.19 to 1.27);
         // the packages' own units are looked at too, the rest only if that was not enough.
         let Ok(Some((_, root))) = entries.next_dfs() else {
@@ -282,11 +301,10 @@ fn dwarf_offsets_in<'d, R: object::ReadRef<'d>>(
             .attr_value(gimli::DW_AT_name)
             .ok()
             .flatten()
-            .and_then(|v| dwarf.attr_string(&unit, v).ok())
-            .map(|s| s.slice().to_vec());
+            .and_then(name_of);
         if !all_units
             && !matches!(
-                cu.as_deref(),
+                cu,
                 Some(b"runtime" | b"crypto/tls" | b"net" | b"internal/poll")
             )
         {
@@ -299,31 +317,31 @@ fn dwarf_offsets_in<'d, R: object::ReadRef<'d>>(
             if current.is_some_and(|(_, d)| depth <= d) {
                 current = None;
             }
+            let tag = entry.tag();
+            if tag != gimli::DW_TAG_structure_type
+                && (tag != gimli::DW_TAG_member || current.is_none())
+            {
+                continue;
+            }
             let name = entry
                 .attr_value(gimli::DW_AT_name)
                 .ok()
                 .flatten()
-                .and_then(|v| dwarf.attr_string(&unit, v).ok())
-                .and_then(|s| std::str::from_utf8(s.slice()).ok());
-            match entry.tag() {
-                gimli::DW_TAG_structure_type => {
-                    current = name
-                        .and_then(|n| wanted.iter().find(|(s, _)| *s == n))
-                        .map(|(s, _)| (*s, depth));
-                }
-                gimli::DW_TAG_member => {
-                    if let (Some((s, _)), Some(n)) = (current, name)
-                        && let Some(key) = wanted.iter().find(|(ws, wm)| *ws == s && *wm == n)
-                        && let Some(off) = entry
-                            .attr_value(gimli::DW_AT_data_member_location)
-                            .ok()
-                            .flatten()
-                            .and_then(|v| v.udata_value())
-                    {
-                        found.insert(*key, off);
-                    }
-                }
-                _ => {}
+                .and_then(name_of)
+                .and_then(|s| std::str::from_utf8(s).ok());
+            if tag == gimli::DW_TAG_structure_type {
+                current = name
+                    .and_then(|n| wanted.iter().find(|(s, _)| *s == n))
+                    .map(|(s, _)| (*s, depth));
+            } else if let (Some((s, _)), Some(n)) = (current, name)
+                && let Some(key) = wanted.iter().find(|(ws, wm)| *ws == s && *wm == n)
+                && let Some(off) = entry
+                    .attr_value(gimli::DW_AT_data_member_location)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.udata_value())
+            {
+                found.insert(*key, off);
             }
         }
         if found.len() == wanted.len() {

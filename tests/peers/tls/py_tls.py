@@ -2,9 +2,10 @@
 
     py_tls.py https-server PORT CERT KEY   HTTPS (HTTP/1.1) server: /hello 200; prints "ready PORT"
     py_tls.py get URL...                   one keep-alive connection, GET each URL; prints statuses
-    py_tls.py echo-server PORT CERT KEY    raw TLS: reads until EOF, answers "got N\\n"; prints "ready PORT"
-    py_tls.py send PORT N CHUNK            raw TLS client: writes N bytes (a known pattern) in
-                                           writes of CHUNK bytes, shuts down, prints the answer
+    py_tls.py echo-server PORT CERT KEY    raw TLS: reads "N\\n" then N bytes, answers "got N\\n";
+                                           prints "ready PORT"
+    py_tls.py send PORT N CHUNK            raw TLS client: writes "N\\n" then N bytes (a known
+                                           pattern) in writes of CHUNK bytes, prints the answer
     py_tls.py dlopen-get URL               imports `ssl` only after start (libssl is dlopen'ed late),
                                            then GETs the URL
 """
@@ -73,12 +74,9 @@ def echo_server(port, cert, key):
     while True:
         c, _ = ls.accept()
         s = ctx.wrap_socket(c, server_side=True)
-        n = 0
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            n += len(b)
+        f = s.makefile("rb")
+        want = int(f.readline())
+        n = len(f.read(want))
         s.sendall(f"got {n}\n".encode())
         s.close()
 
@@ -90,12 +88,11 @@ def send(port, n, chunk):
     ctx = ssl._create_unverified_context()
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)))
     data = pattern(n)
+    s.sendall(f"{n}\n".encode())
     for i in range(0, n, chunk):
         s.sendall(data[i:i + chunk])
-    # TLS has no half-close: close_notify tells the server the stream ended.
-    s = s.unwrap()
-    s.shutdown(socket.SHUT_WR)
-    print(s.recv(100).decode().strip(), flush=True)
+    print(s.makefile("rb").readline().decode().strip(), flush=True)
+    s.close()
 
 
 if __name__ == "__main__":
