@@ -100,7 +100,9 @@ fn assert_https_pair(
     server_service: &str,
     client_service: &str,
 ) {
-    let (s, c) = (servers(spans), clients(spans));
+    let (mut s, mut c) = (servers(spans), clients(spans));
+    s.sort_by_key(|x| x.start_unix_nanos);
+    c.sort_by_key(|x| x.start_unix_nanos);
     assert_eq!(
         (s.len(), c.len()),
         (calls.len(), calls.len()),
@@ -336,7 +338,9 @@ fn node_https_server_and_client() {
     cmd.arg(tls_peer("node_tls.js"))
         .args(["server", &port.to_string(), &cert, &key]);
     start_ready(&mut cg, cmd, port);
-    // The node binary is attached when the server's exec is seen; the client is the same file.
+    // The node binary is attached when the server's exec is seen (inspecting its 100 MiB takes
+    // a moment); the client is the same file, attached as long as the server runs.
+    std::thread::sleep(Duration::from_millis(1500));
     let mut cmd = cg.command(&node);
     cmd.arg(tls_peer("node_tls.js"))
         .arg("get")
@@ -498,5 +502,3 @@ fn go_binaries_are_inspected_from_their_symbols_and_dwarf() {
         }
     }
 }
-
-

@@ -250,7 +250,10 @@ fn dwarf_offsets<'d, R: object::ReadRef<'d>>(file: &object::File<'d, R>) -> Opti
 type Slice<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
 
 /// A `DW_AT_name` value: inline (what Go writes) or in `.debug_str`.
-fn name_of<'a>(dwarf: &gimli::Dwarf<Slice<'a>>, v: gimli::AttributeValue<Slice<'a>>) -> Option<&'a [u8]> {
+fn name_of<'a>(
+    dwarf: &gimli::Dwarf<Slice<'a>>,
+    v: gimli::AttributeValue<Slice<'a>>,
+) -> Option<&'a [u8]> {
     match v {
         gimli::AttributeValue::String(s) => Some(s.slice()),
         gimli::AttributeValue::DebugStrRef(o) => dwarf.debug_str.get_str(o).ok().map(|s| s.slice()),
@@ -267,7 +270,9 @@ fn dwarf_offsets_in<'d, R: object::ReadRef<'d>>(
     let load = |id: gimli::SectionId| -> Result<Cow<'d, [u8]>, gimli::Error> {
         let needed = matches!(
             id,
-            gimli::SectionId::DebugInfo | gimli::SectionId::DebugAbbrev | gimli::SectionId::DebugStr
+            gimli::SectionId::DebugInfo
+                | gimli::SectionId::DebugAbbrev
+                | gimli::SectionId::DebugStr
         );
         Ok(needed
             .then(|| file.section_by_name(id.name()))

@@ -73,12 +73,16 @@ def echo_server(port, cert, key):
     print(f"ready {port}", flush=True)
     while True:
         c, _ = ls.accept()
-        s = ctx.wrap_socket(c, server_side=True)
-        f = s.makefile("rb")
-        want = int(f.readline())
-        n = len(f.read(want))
-        s.sendall(f"got {n}\n".encode())
-        s.close()
+        try:
+            s = ctx.wrap_socket(c, server_side=True)
+            f = s.makefile("rb")
+            want = int(f.readline())
+            n = len(f.read(want))
+            s.sendall(f"got {n}\n".encode())
+            s.close()
+        except (ssl.SSLError, OSError, ValueError):
+            # Port probes connect and leave without a handshake.
+            c.close()
 
 
 def send(port, n, chunk):
