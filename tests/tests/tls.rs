@@ -195,6 +195,17 @@ fn nginx_https_and_curl_http1() {
     let urls = ["/hello", "/missing"].map(|p| format!("https://127.0.0.1:{port}{p}"));
     curl(&cg, "--http1.1", &urls);
     let (spans, _, summary) = rec.finish();
+    for s in &spans {
+        eprintln!(
+            "{:?} {} {:?} start={} end={} {:?}",
+            s.kind,
+            s.name,
+            s.attr("http.response.status_code"),
+            s.start_unix_nanos,
+            s.end_unix_nanos,
+            s.attr("url.path").or(s.attr("url.full"))
+        );
+    }
     assert_https_pair(
         &spans,
         port,

@@ -431,6 +431,15 @@ mod tests {
         assert_eq!(d.syscall, Syscall::Recvmsg);
         assert!(d.iov_limit);
         assert!(!d.read_failed);
+        assert!(!d.tls);
+        let tls = DataEvent {
+            flags: sonde_proto::DATA_FLAG_TLS,
+            ..ev
+        };
+        let Event::Data(t) = decode(&encode::data(&tls, b"GET ")).unwrap() else {
+            panic!("not data")
+        };
+        assert!(t.tls && !t.iov_limit);
         // The payload must be all there.
         assert_eq!(
             decode(&bytes[..bytes.len() - 1]),
