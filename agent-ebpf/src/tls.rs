@@ -16,9 +16,11 @@
 //! * **Go** (register ABI, 1.17+): `(*Conn).Write`/`Read` get `c` in RAX, `b.ptr` in RBX,
 //!   `b.len` in RCX, and return `n` in RAX. The fd is read through the connection struct
 //!   (`c.conn` interface data → `*net.TCPConn` → `*netFD` → `pfd.Sysfd`) with offsets the agent
-//!   took from the binary's DWARF and put in the attach cookie. Goroutines move between
-//!   threads and their stacks move, so there are no uretprobes: the agent puts a probe on every
-//!   `RET` of the function, and calls are keyed by the goroutine (`g` in R14).
+//!   took from the binary's DWARF and put in the attach cookie. `Write` sends all of `b` or
+//!   fails, so it is emitted at entry (before its bytes leave: never after the peer's answer).
+//!   `Read`'s result is known only at its return; goroutines move between threads and their
+//!   stacks move, so there are no uretprobes: the agent puts a probe on every `RET` of `Read`,
+//!   and calls are keyed by the goroutine (`g` in R14).
 //!
 //! Once a socket is in `TLS_SOCKS` its syscalls are not emitted (`TlsCiphertextSkipped`), so
 //! the bytes are parsed once. Plaintext events carry `DATA_FLAG_TLS` and their own offsets.
@@ -377,7 +379,14 @@ fn go_enter(ctx: &ProbeContext, op: u8) {
         return;
     }
     // SAFETY: `regs` is the probe's register frame, valid for the program's duration.
-    let (conn, buf, g) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rbx, (*ctx.regs).r14) };
+    let (conn, buf, len, g) = unsafe {
+        (
+            (*ctx.regs).rax,
+            (*ctx.regs).rbx,
+            (*ctx.regs).rcx,
+            (*ctx.regs).r14,
+        )
+    };
     // SAFETY: helper taking the program context.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let (conn_data, tcp_fd, sysfd) = (cookie & 0xff, (cookie >> 8) & 0xff, (cookie >> 16) & 0xff);
@@ -400,6 +409,16 @@ fn go_enter(ctx: &ProbeContext, op: u8) {
     if let Some(c) = CONNS.get_ptr(&key) {
         // SAFETY: a valid map value pointer.
         mark_tls(&key, unsafe { (*c).conn_id });
+    }
+    if op == TLS_OP_WRITE {
+        // `Write` sends all of `b` or fails, so its plaintext is emitted here, before any of it
+        // leaves: emitted at a RET, after the goroutine made its way back up from the
+        // syscall, it could reach the agent after the peer's answer to it, which another
+        // goroutine read meanwhile.
+        if len > 0 && len <= i32::MAX as u64 {
+            emit_plain(pid_tgid, now_ns(), fd, TLS_OP_WRITE, buf, len);
+        }
+        return;
     }
     let call = TlsCall {
         enter_ns: now_ns(),
@@ -430,7 +449,8 @@ pub fn tls_enter_go_read(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// A `RET` of `(*Conn).Write` or `(*Conn).Read`: `n` in RAX.
+/// A `RET` of `(*Conn).Read` (or of `Write`, which has no stash: its bytes went out at entry):
+/// `n` in RAX.
 #[uprobe]
 pub fn tls_exit_go(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

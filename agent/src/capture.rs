@@ -24,7 +24,7 @@ use crate::{
     procfs::Procfs,
     span::{ResourceSource, SpanSink, SpanStage, SpanStats},
     telemetry::{Snapshot, Telemetry},
-    tls::TlsTracker,
+    tls::{AttachedFile, TlsStats, TlsTracker},
 };
 
 /// A stream sink whose counters the capture publishes, and which may need time to pass.
@@ -81,6 +81,10 @@ pub struct Summary {
     pub decode_errors: DecodeErrors,
     pub records: u64,
     pub conns_tracked: usize,
+    /// What the TLS probes attached and detached.
+    pub tls: TlsStats,
+    /// Files with TLS probes attached at the time of the summary.
+    pub tls_files: Vec<AttachedFile>,
 }
 
 impl Summary {
@@ -111,6 +115,9 @@ impl Summary {
             ("stream.reordered", c.reordered),
             ("stream.resequenced", c.resequenced),
             ("stream.reorder_overflows", c.pending_overflows),
+            ("tls.files_attached", self.tls.files_attached),
+            ("tls.files_detached", self.tls.files_detached),
+            ("tls.attach_failures", self.tls.attach_failures),
             ("events.records", self.records),
             ("events.decode_errors", self.decode_errors.total()),
             ("conns.tracked_now", self.conns_tracked as u64),
@@ -242,6 +249,7 @@ impl Runtimes {
 
 fn summarize(
     probes: &Probes,
+    tls: &TlsTracker,
     tracker: &ConnTracker,
     errors: &DecodeErrors,
     source: &RingBufSource,
@@ -252,6 +260,8 @@ fn summarize(
         decode_errors: errors.clone(),
         records: source.records,
         conns_tracked: tracker.len(),
+        tls: tls.stats.clone(),
+        tls_files: tls.attached(),
     }
 }
 
@@ -336,7 +346,7 @@ pub async fn run<S: StreamSink + Observed>(
                 ticks += 1;
                 // Counters for /metrics about once a second.
                 if ticks.is_multiple_of(10) {
-                    let summary = summarize(&probes, &tracker, &errors, &source);
+                    let summary = summarize(&probes, &tls, &tracker, &errors, &source);
                     publish(telemetry.as_ref(), &probes, summary, &sink);
                 }
             }
@@ -357,6 +367,7 @@ pub async fn run<S: StreamSink + Observed>(
         }
         for ev in batch.drain(..) {
             if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
+                tls.exit(&mut probes, pid);
                 probes.forget_process(pid, fds);
             }
         }
@@ -364,7 +375,7 @@ pub async fn run<S: StreamSink + Observed>(
             break;
         }
     }
-    let summary = summarize(&probes, &tracker, &errors, &source);
+    let summary = summarize(&probes, &tls, &tracker, &errors, &source);
     tracker.shutdown(monotonic_ns(), &mut sink);
     publish(telemetry.as_ref(), &probes, summary.clone(), &sink);
     if let Some(t) = &telemetry {

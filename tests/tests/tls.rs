@@ -100,6 +100,19 @@ fn assert_https_pair(
     server_service: &str,
     client_service: &str,
 ) {
+    // Shown when an assertion below fails.
+    for s in spans {
+        eprintln!(
+            "{:?} {} {:?} start={} end={} {:?} {:?}",
+            s.kind,
+            s.name,
+            s.attr("http.response.status_code"),
+            s.start_unix_nanos,
+            s.end_unix_nanos,
+            s.attr("url.path").or(s.attr("url.full")),
+            s.attr("network.peer.port"),
+        );
+    }
     let (mut s, mut c) = (servers(spans), clients(spans));
     s.sort_by_key(|x| x.start_unix_nanos);
     c.sort_by_key(|x| x.start_unix_nanos);
@@ -415,15 +428,19 @@ fn go_tls_binary(version: &str) -> PathBuf {
 }
 
 fn go_server_and_client(version: &str, proto: &str) {
-    let bin = go_tls_binary(version);
-    let bin = bin.to_str().unwrap();
+    let bin_path = go_tls_binary(version);
+    let bin = bin_path.to_str().unwrap();
     let mut cg = TestCgroup::new(&format!("tls-go-{version}-{proto}"));
     let rec = cg.capture_spans();
     let port = free_port();
     let [cert, key] = cert_args();
     let mut cmd = cg.command(bin);
-    cmd.args(["server", &port.to_string(), &cert, &key]);
-    start_ready(&mut cg, cmd, port);
+    cmd.args(["server", &port.to_string(), &cert, &key])
+        .stdout(Stdio::piped());
+    let server = cg.spawn(cmd);
+    let server_pid = server.id();
+    assert_eq!(Lines::of(server).next_line(), format!("ready {port}"));
+    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
     // The server's binary is attached when its exec is seen; the client is the same file, and
     // a file stays attached while a process maps it.
     std::thread::sleep(Duration::from_millis(1500));
@@ -436,7 +453,19 @@ fn go_server_and_client(version: &str, proto: &str) {
         "200 HTTP/1.1\n404 HTTP/1.1\n"
     };
     assert_eq!(String::from_utf8(cg.run(cmd)).unwrap(), want);
+    // The last process mapping the binary exits: its probes are detached.
+    // SAFETY: kill(2) on the pid of a child this test spawned.
+    assert_eq!(unsafe { libc::kill(server_pid as i32, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
     let (spans, _, summary) = rec.finish();
+    eprintln!("{:#?}", summary.lines());
+    let name = bin_path.file_name().unwrap().to_str().unwrap();
+    assert!(
+        summary.tls_files.iter().all(|f| !f.path.ends_with(name)),
+        "{:#?}",
+        summary.tls_files
+    );
+    assert!(summary.tls.files_detached >= 1, "{:?}", summary.tls);
     assert_https_pair(
         &spans,
         port,

@@ -347,16 +347,13 @@ fn attach_go(
     cookie: u64,
     links: &mut Vec<UprobeLink>,
 ) -> Result<(), crate::probes::ProbeError> {
-    for (func, entry) in [
-        (write, tls_programs::GO_WRITE),
-        (read, tls_programs::GO_READ),
-    ] {
-        // Returns first: an entry without its returns would leave stashes behind.
-        for &ret in &func.rets {
-            links.push(probes.attach_uprobe(tls_programs::GO_RET, path, ret, None)?);
-        }
-        links.push(probes.attach_uprobe(entry, path, func.entry, Some(cookie))?);
+    // Read: its RETs first (an entry without its returns would leave stashes behind), then
+    // its entry. Write is emitted at its entry (see `tls_enter_go_write`): no RETs needed.
+    for &ret in &read.rets {
+        links.push(probes.attach_uprobe(tls_programs::GO_RET, path, ret, None)?);
     }
+    links.push(probes.attach_uprobe(tls_programs::GO_READ, path, read.entry, Some(cookie))?);
+    links.push(probes.attach_uprobe(tls_programs::GO_WRITE, path, write.entry, Some(cookie))?);
     Ok(())
 }
 
