@@ -542,3 +542,20 @@ fn go_binaries_are_inspected_from_their_symbols_and_dwarf() {
         }
     }
 }
+
+/// Node.js embeds OpenSSL and exports its API: the binary gets the OpenSSL probes.
+#[test]
+fn node_binary_exports_the_openssl_functions() {
+    use sonde::tls::elf::{Inspection, OPENSSL_FUNCS, inspect};
+    let node = std::fs::canonicalize(which("node")).unwrap();
+    let t = std::time::Instant::now();
+    let inspection = inspect(&node).unwrap();
+    eprintln!("node: inspected in {:?}", t.elapsed());
+    match inspection {
+        Inspection::OpenSsl(funcs) => {
+            let names: Vec<&str> = funcs.iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, OPENSSL_FUNCS.to_vec());
+        }
+        other => panic!("{other:?}"),
+    }
+}

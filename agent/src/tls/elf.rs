@@ -89,18 +89,34 @@ pub enum Inspection {
     NotTls(&'static str),
 }
 
-/// Inspects the file at `path`, reading only the parts looked at (a 100 MiB Node.js binary
-/// costs its headers, dynamic symbols and nothing else).
+/// Inspects the file at `path`. Most mapped files are neither Go nor OpenSSL: for those only
+/// the headers and the dynamic string table are read (one search for `SSL_write`); the others
+/// are read whole and parsed from memory.
 pub fn inspect(path: &Path) -> Result<Inspection, ElfError> {
-    let f = std::fs::File::open(path).map_err(|source| ElfError::Io {
+    let io = |source| ElfError::Io {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let parse = |source| ElfError::Parse {
+        path: path.display().to_string(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
     let cache = object::ReadCache::new(f);
-    inspect_data(&cache).map_err(|source| ElfError::Parse {
-        path: path.display().to_string(),
-        source,
-    })
+    {
+        let file = object::File::parse(&cache).map_err(parse)?;
+        let is_go = file.section_by_name(".go.buildinfo").is_some()
+            || file.section_by_name(".gopclntab").is_some();
+        let exports_ssl = file
+            .section_by_name(".dynstr")
+            .and_then(|s| s.data().ok())
+            .is_some_and(|d| memchr::memmem::find(d, b"\0SSL_write\0").is_some());
+        if !is_go && !exports_ssl {
+            return Ok(Inspection::NotTls("no exported SSL_write"));
+        }
+    }
+    let data = std::fs::read(path).map_err(io)?;
+    inspect_data(&data[..]).map_err(parse)
 }
 
 pub fn inspect_bytes(data: &[u8]) -> Result<Inspection, object::Error> {
