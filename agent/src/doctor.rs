@@ -417,17 +417,20 @@ pub const TLS_COVERAGE: &[&str] = &[
      (stack ABI), BoringSSL linked statically without exported symbols (grpcio, Envoy, \
      Chrome), rustls, GnuTLS, NSS, Java JSSE: their plaintext never passes an exported \
      function sonde can hook; their connections show as undetected ciphertext",
-    "TLS context injection: never; an encrypted record cannot be grown from the kernel, so \
-     sonde links TLS spans only from an incoming traceparent it reads in the plaintext",
+    "TLS context: never injected (the kernel cannot grow an encrypted record) nor linked by \
+     thread in the kernel (TLS plaintext never passes the kernel's context programs); an \
+     incoming traceparent in the plaintext is continued",
 ];
 
 /// The system OpenSSL found, and what the probes would hook in it.
 fn system_openssl_check() -> Check {
     let mut found = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for dir in crate::tls::LIB_DIRS {
         let Ok(rd) = fs::read_dir(dir) else { continue };
         for e in rd.flatten() {
             if e.file_name().to_string_lossy().starts_with("libssl.so.")
+                && seen.insert(fs::canonicalize(e.path()).unwrap_or(e.path()))
                 && let Ok(crate::tls::elf::Inspection::OpenSsl(funcs)) =
                     crate::tls::elf::inspect(&e.path())
             {
