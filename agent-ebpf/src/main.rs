@@ -13,7 +13,8 @@
 //!
 //! Files are split per hook family: `syscalls.rs` (data, connect, accept, close, dup),
 //! `sockets.rs` (fd classification and the connection table), `process.rs` (exec, exit, fork),
-//! `filter.rs` (the traced set), `maps.rs` (every map), `util.rs` (counters, output).
+//! `filter.rs` (the traced set), `tls.rs` (TLS plaintext from uprobes), `maps.rs` (every map),
+//! `util.rs` (counters, output).
 #![no_std]
 #![no_main]
 // Atomic fetch-add on map values (stream offsets): the BPF target exposes no `AtomicU64`.
@@ -32,6 +33,7 @@ mod maps;
 mod process;
 mod sockets;
 mod syscalls;
+mod tls;
 mod util;
 
 use sonde_proto::{DEFAULT_CAPTURE, KernelOffsets};

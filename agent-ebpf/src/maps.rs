@@ -252,3 +252,75 @@ pub static PENDING: LruHashMap<u64, sonde_proto::TraceCtxEvent> =
 /// Sockets whose `connect` came from a traced process, by cookie, until they are established.
 #[map]
 pub static CONNECTING: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// A TLS library call in flight on a thread (OpenSSL) or goroutine (Go).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    pub enter_ns: u64,
+    /// The `SSL *` (OpenSSL) or `*tls.Conn` (Go).
+    pub ssl: u64,
+    pub buf: u64,
+    /// `size_t *` out-parameter of `SSL_read_ex`/`SSL_write_ex`, else 0.
+    pub out: u64,
+    /// The socket fd when known (learned from a syscall inside the call, or Go's struct walk),
+    /// else `u32::MAX`.
+    pub fd: u32,
+    /// `TLS_OP_*`.
+    pub op: u8,
+    pub _pad: [u8; 3],
+}
+
+pub const TLS_OP_WRITE: u8 = 1;
+pub const TLS_OP_READ: u8 = 2;
+pub const TLS_OP_HANDSHAKE: u8 = 3;
+
+/// OpenSSL calls in flight, by pid_tgid. Written at the entry uprobes; read by the syscall
+/// tracepoints that fire inside the call (to learn the fd); taken by the uretprobe. LRU: a
+/// thread killed inside a call leaves an entry that ages out.
+#[map]
+pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Key of [`TLS_SSL_FD`] and [`GO_CALLS`]: an object address within a process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ObjKey {
+    pub ptr: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// Socket fd of each `SSL *`, by (tgid, ssl). Written by `tls.rs` when a syscall runs inside an
+/// OpenSSL call (or right after one, for memory BIOs); read by the uretprobe. LRU: freed SSL
+/// objects are never seen, so old entries age out; a reused address is remapped by its next
+/// syscall.
+#[map]
+pub static TLS_SSL_FD: LruHashMap<ObjKey, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// An OpenSSL call on this thread returned without a known socket (memory BIOs, as in
+/// Node.js): the thread's next TCP syscall names it. By pid_tgid; value: the `SSL *`.
+#[map]
+pub static TLS_UNMAPPED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Plaintext stream state of a socket that carries TLS.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsSock {
+    /// The connection this entry was made for: an entry with another id is stale (fd reused).
+    pub conn_id: u64,
+    /// Next plaintext offsets (written, read).
+    pub tx_seq: u64,
+    pub rx_seq: u64,
+}
+
+/// Sockets known to carry TLS, by (tgid, fd). Written by `tls.rs`; read by every data syscall
+/// on a tracked connection (their ciphertext is not emitted). LRU, checked against the
+/// connection id, so entries of closed fds need no removal.
+#[map]
+pub static TLS_SOCKS: LruHashMap<ConnKey, TlsSock> = LruHashMap::with_max_entries(65536, 0);
+
+/// Go `crypto/tls` calls in flight, by (tgid, goroutine `g` address from R14): goroutines
+/// move between threads, so the thread id cannot key them. Written at the function's entry,
+/// taken at its `RET`s. LRU: a goroutine that panics out of the call leaves an entry behind.
+#[map]
+pub static GO_CALLS: LruHashMap<ObjKey, TlsCall> = LruHashMap::with_max_entries(16384, 0);

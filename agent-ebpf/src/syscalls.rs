@@ -79,6 +79,11 @@ fn data_enter(ctx: &TracePointContext, op: Syscall, buf: u64, count: u64, msghdr
     let Some((conn_id, role)) = conn_for_data(&key, epoch, pid_tgid) else {
         return;
     };
+    if crate::tls::on_socket_syscall(pid_tgid, &key, conn_id) {
+        // Ciphertext: its plaintext comes from the TLS probes (`tls.rs`).
+        crate::util::count(Counter::TlsCiphertextSkipped, 1);
+        return;
+    }
     let (mut buf, mut count) = (buf, count);
     if msghdr != 0 {
         // struct user_msghdr { void *msg_name; int msg_namelen; struct iovec *msg_iov;
@@ -284,7 +289,7 @@ fn count_http_desync() {
 /// Copies `n` bytes from user address `src` to `payload[off..]`. The masks are for the
 /// verifier: callers keep `off < MAX_CAPTURE` and `n <= MAX_CAPTURE - off`.
 #[inline(always)]
-fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> bool {
+pub(crate) fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> bool {
     let off = off & (MAX_CAPTURE as u64 - 1);
     let n = if n > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64

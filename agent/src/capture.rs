@@ -24,6 +24,7 @@ use crate::{
     procfs::Procfs,
     span::{ResourceSource, SpanSink, SpanStage, SpanStats},
     telemetry::{Snapshot, Telemetry},
+    tls::{AttachedFile, TlsStats, TlsTracker},
 };
 
 /// A stream sink whose counters the capture publishes, and which may need time to pass.
@@ -80,6 +81,10 @@ pub struct Summary {
     pub decode_errors: DecodeErrors,
     pub records: u64,
     pub conns_tracked: usize,
+    /// What the TLS probes attached and detached.
+    pub tls: TlsStats,
+    /// Files with TLS probes attached at the time of the summary.
+    pub tls_files: Vec<AttachedFile>,
 }
 
 impl Summary {
@@ -101,6 +106,8 @@ impl Summary {
             ("conns.ended_by_process_exit", c.ended_by_exit),
             ("conns.open_record_missing", c.open_missing),
             ("conns.roles_inferred", c.roles_inferred),
+            ("conns.tls_switched", c.tls_switched),
+            ("stream.tls_ciphertext_dropped", c.tls_ciphertext_dropped),
             ("stream.gap_not_captured_bytes", c.gap_not_captured_bytes),
             ("stream.gap_unreadable_bytes", c.gap_unreadable_bytes),
             ("stream.gap_lost_bytes", c.gap_lost_bytes),
@@ -108,6 +115,9 @@ impl Summary {
             ("stream.reordered", c.reordered),
             ("stream.resequenced", c.resequenced),
             ("stream.reorder_overflows", c.pending_overflows),
+            ("tls.files_attached", self.tls.files_attached),
+            ("tls.files_detached", self.tls.files_detached),
+            ("tls.attach_failures", self.tls.attach_failures),
             ("events.records", self.records),
             ("events.decode_errors", self.decode_errors.total()),
             ("conns.tracked_now", self.conns_tracked as u64),
@@ -239,6 +249,7 @@ impl Runtimes {
 
 fn summarize(
     probes: &Probes,
+    tls: &TlsTracker,
     tracker: &ConnTracker,
     errors: &DecodeErrors,
     source: &RingBufSource,
@@ -249,6 +260,8 @@ fn summarize(
         decode_errors: errors.clone(),
         records: source.records,
         conns_tracked: tracker.len(),
+        tls: tls.stats.clone(),
+        tls_files: tls.attached(),
     }
 }
 
@@ -289,6 +302,9 @@ pub async fn run<S: StreamSink + Observed>(
     let mut errors = DecodeErrors::default();
     let mut batch = Vec::with_capacity(4096);
     let mut tick = tokio::time::interval(config.tick_interval);
+    // TLS libraries of running processes are attached before sonde says it is ready.
+    let mut tls = TlsTracker::default();
+    tls.start(&mut probes);
     ready.store(true, Ordering::Release);
     if let Some(t) = &telemetry {
         t.set_ready(true);
@@ -305,11 +321,19 @@ pub async fn run<S: StreamSink + Observed>(
             r = source.next_batch(&mut batch, &mut errors) => {
                 r?;
                 for ev in batch.drain(..) {
-                    if let Event::ConnOpen(o) = &ev {
-                        runtimes.check(o.meta.pid, &mut probes);
+                    match &ev {
+                        Event::ConnOpen(o) => {
+                            runtimes.check(o.meta.pid, &mut probes);
+                            tls.connection(&mut probes, o.meta.pid, monotonic_ns());
+                        }
+                        Event::Proc(p) if p.kind == crate::events::ProcKind::Exec => {
+                            tls.exec(&mut probes, p.meta.pid, monotonic_ns());
+                        }
+                        _ => {}
                     }
                     if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
                         runtimes.forget(pid);
+                        tls.exit(&mut probes, pid);
                         probes.forget_process(pid, fds);
                     }
                 }
@@ -318,10 +342,11 @@ pub async fn run<S: StreamSink + Observed>(
                 let now = monotonic_ns();
                 tracker.tick(now, &mut sink);
                 sink.tick(now);
+                tls.tick(&mut probes, now);
                 ticks += 1;
                 // Counters for /metrics about once a second.
                 if ticks.is_multiple_of(10) {
-                    let summary = summarize(&probes, &tracker, &errors, &source);
+                    let summary = summarize(&probes, &tls, &tracker, &errors, &source);
                     publish(telemetry.as_ref(), &probes, summary, &sink);
                 }
             }
@@ -342,6 +367,7 @@ pub async fn run<S: StreamSink + Observed>(
         }
         for ev in batch.drain(..) {
             if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
+                tls.exit(&mut probes, pid);
                 probes.forget_process(pid, fds);
             }
         }
@@ -349,7 +375,7 @@ pub async fn run<S: StreamSink + Observed>(
             break;
         }
     }
-    let summary = summarize(&probes, &tracker, &errors, &source);
+    let summary = summarize(&probes, &tls, &tracker, &errors, &source);
     tracker.shutdown(monotonic_ns(), &mut sink);
     publish(telemetry.as_ref(), &probes, summary.clone(), &sink);
     if let Some(t) = &telemetry {

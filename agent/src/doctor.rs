@@ -340,20 +340,38 @@ pub fn run() -> Report {
 
     // The real thing: load and attach every capture program, then detach.
     if support.tracepoint.works() {
-        checks.push(match Probes::load(&ProbeConfig::default()) {
-            Ok(p) => check(
-                "capture programs",
-                Status::Ok,
-                format!(
-                    "{} tracepoint programs verified and attached in {:?}",
-                    TRACEPOINTS.len(),
-                    p.load_time
-                ),
-                None,
-            ),
-            Err(e) => check("capture programs", Status::Fail, e.to_string(), None),
-        });
+        match Probes::load(&ProbeConfig::default()) {
+            Ok(p) => {
+                checks.push(check(
+                    "capture programs",
+                    Status::Ok,
+                    format!(
+                        "{} tracepoint programs verified and attached in {:?}",
+                        TRACEPOINTS.len(),
+                        p.load_time
+                    ),
+                    None,
+                ));
+                checks.push(if p.tls {
+                    check(
+                        "TLS programs",
+                        Status::Ok,
+                        "OpenSSL and Go crypto/tls uprobe programs verified",
+                        None,
+                    )
+                } else {
+                    check(
+                        "TLS programs",
+                        Status::Warn,
+                        "the TLS uprobe programs did not load: TLS connections show as ciphertext",
+                        None,
+                    )
+                });
+            }
+            Err(e) => checks.push(check("capture programs", Status::Fail, e.to_string(), None)),
+        }
     }
+    checks.push(system_openssl_check());
 
     plan.push(
         "capture: syscall tracepoints (read/write/send/recv families, connect, accept, close)"
@@ -375,6 +393,7 @@ pub fn run() -> Report {
             "unavailable here"
         }
     ));
+    plan.extend(TLS_COVERAGE.iter().map(|l| (*l).to_owned()));
     plan.push(format!(
         "kprobe/fentry accelerators: {}",
         if support.kprobe.works() || support.fentry.works() {
@@ -385,6 +404,51 @@ pub fn run() -> Report {
     ));
     let _ = tracefs_before;
     Report { checks, plan }
+}
+
+/// Which TLS stacks the uprobes cover, and why the others are not.
+pub const TLS_COVERAGE: &[&str] = &[
+    "TLS covered: OpenSSL 1.1 and 3.x as a shared libssl (nginx, curl, Python ssl, ...) and \
+     binaries that embed OpenSSL with exported SSL_* symbols (Node.js): SSL_read/SSL_write \
+     and their _ex forms",
+    "TLS covered: Go 1.17+ crypto/tls (register ABI) in binaries with a symbol table; struct \
+     offsets from the binary's DWARF, or the Go 1.17-1.27 layout when DWARF is absent",
+    "TLS not covered: stripped Go binaries (no symbols to find crypto/tls in), Go before 1.17 \
+     (stack ABI), BoringSSL linked statically without exported symbols (grpcio, Envoy, \
+     Chrome), rustls, GnuTLS, NSS, Java JSSE: their plaintext never passes an exported \
+     function sonde can hook; their connections show as undetected ciphertext",
+    "TLS context: never injected (the kernel cannot grow an encrypted record) nor linked by \
+     thread in the kernel (TLS plaintext never passes the kernel's context programs); an \
+     incoming traceparent in the plaintext is continued",
+];
+
+/// The system OpenSSL found, and what the probes would hook in it.
+fn system_openssl_check() -> Check {
+    let mut found = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for dir in crate::tls::LIB_DIRS {
+        let Ok(rd) = fs::read_dir(dir) else { continue };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("libssl.so.")
+                && seen.insert(fs::canonicalize(e.path()).unwrap_or(e.path()))
+                && let Ok(crate::tls::elf::Inspection::OpenSsl(funcs)) =
+                    crate::tls::elf::inspect(&e.path())
+            {
+                let names: Vec<&str> = funcs.iter().map(|(n, _)| *n).collect();
+                found.push(format!("{} ({})", e.path().display(), names.join(", ")));
+            }
+        }
+    }
+    if found.is_empty() {
+        check(
+            "system OpenSSL",
+            Status::Unavailable,
+            "no libssl.so.* in the standard library directories",
+            None,
+        )
+    } else {
+        check("system OpenSSL", Status::Ok, found.join("; "), None)
+    }
 }
 
 #[cfg(test)]

@@ -22,3 +22,4 @@ pub mod replay;
 pub mod sampling;
 pub mod span;
 pub mod telemetry;
+pub mod tls;

@@ -56,6 +56,36 @@ pub mod maps {
     pub const TAIL: &str = "TAIL";
 }
 
+/// Names of the TLS uprobe programs (`agent-ebpf/src/tls.rs`).
+pub mod tls_programs {
+    /// Entry of `SSL_write`, `SSL_read` (`ssl, buf, num`) and of the `_ex` forms
+    /// (`ssl, buf, num, size_t *out`).
+    pub const SSL_WRITE: &str = "tls_enter_ssl_write";
+    pub const SSL_READ: &str = "tls_enter_ssl_read";
+    pub const SSL_WRITE_EX: &str = "tls_enter_ssl_write_ex";
+    pub const SSL_READ_EX: &str = "tls_enter_ssl_read_ex";
+    /// Entry of `SSL_do_handshake`: the socket is known as TLS before its first record.
+    pub const SSL_HANDSHAKE: &str = "tls_enter_ssl_handshake";
+    /// Return of the four data functions (a uretprobe: C stacks do not move).
+    pub const SSL_RET: &str = "tls_exit_ssl";
+    /// Return of `SSL_do_handshake` (which OpenSSL may call inside `SSL_read`/`SSL_write`:
+    /// it only ends a handshake stash, never the data call around it).
+    pub const SSL_HANDSHAKE_RET: &str = "tls_exit_ssl_handshake";
+    /// Entry of Go `crypto/tls.(*Conn).Write` / `Read` (register ABI).
+    pub const GO_WRITE: &str = "tls_enter_go_write";
+    pub const GO_READ: &str = "tls_enter_go_read";
+    /// Each `RET` instruction of those two functions (Go stacks move: no uretprobes).
+    pub const GO_RET: &str = "tls_exit_go";
+}
+
+/// Go struct offsets packed into the attach cookie of the Go entry probes, one byte each
+/// (bits 0-7, 8-15, 16-23), resolved per binary from its DWARF:
+/// `tls.Conn.conn` interface data word, `net.conn.fd` (inside `net.TCPConn`), and
+/// `netFD.pfd` + `poll.FD.Sysfd`.
+pub const fn go_cookie(conn_data: u8, tcpconn_fd: u8, netfd_sysfd: u8) -> u64 {
+    conn_data as u64 | (tcpconn_fd as u64) << 8 | (netfd_sysfd as u64) << 16
+}
+
 /// Names of the programs that are not tracepoints.
 pub mod programs {
     /// sock_ops at the cgroup v2 root: puts connections of traced processes in `SOCKS`.
@@ -309,6 +339,11 @@ impl TryFrom<u8> for Syscall {
 pub const DATA_FLAG_IOV_LIMIT: u8 = 1;
 /// Copying from the process's memory failed: the payload is shorter than it should be.
 pub const DATA_FLAG_READ_FAILED: u8 = 2;
+/// Plaintext of a TLS connection, taken from a TLS library call (OpenSSL `SSL_write`/`SSL_read`
+/// and their `_ex` forms, Go `crypto/tls.(*Conn).Write`/`Read`), not from a syscall. Its `seq`
+/// counts plaintext bytes; the `syscall` field says which way (`Write` or `Read`). The socket's
+/// own ciphertext is not emitted once the kernel knows the socket carries TLS.
+pub const DATA_FLAG_TLS: u8 = 4;
 
 /// Bytes moved by one read- or write-family syscall on a tracked TCP connection.
 ///
@@ -739,14 +774,24 @@ pub enum Counter {
     TailCallFailed = 26,
     /// Outgoing requests of processes whose threads do not map to requests (Go): not linked.
     CtxNotLinkable = 27,
+    /// TLS plaintext events written (OpenSSL and Go crypto/tls probes).
+    TlsEvents = 28,
+    /// Syscalls on sockets known to carry TLS whose ciphertext was not emitted.
+    TlsCiphertextSkipped = 29,
+    /// TLS library calls that moved bytes on an SSL object whose socket is not known yet:
+    /// their plaintext is lost.
+    TlsNoFd = 30,
+    /// TLS library calls whose socket is not a tracked TCP connection (not traced, not TCP,
+    /// or the Go connection is not a `*net.TCPConn`).
+    TlsNoConn = 31,
 }
 
 /// Number of slots in [`maps::COUNTERS`]; room for counters added later.
-pub const COUNTER_SLOTS: u32 = 32;
+pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 32] = [
         Self::DataEvents,
         Self::CapturedBytes,
         Self::TransferredBytes,
@@ -775,6 +820,10 @@ impl Counter {
         Self::HttpDesync,
         Self::TailCallFailed,
         Self::CtxNotLinkable,
+        Self::TlsEvents,
+        Self::TlsCiphertextSkipped,
+        Self::TlsNoFd,
+        Self::TlsNoConn,
     ];
 
     /// A stable snake_case name for metrics and summaries.
@@ -808,6 +857,10 @@ impl Counter {
             Self::HttpDesync => "http_desync",
             Self::TailCallFailed => "tail_call_failed",
             Self::CtxNotLinkable => "ctx_not_linkable",
+            Self::TlsEvents => "tls_events",
+            Self::TlsCiphertextSkipped => "tls_ciphertext_skipped",
+            Self::TlsNoFd => "tls_no_fd",
+            Self::TlsNoConn => "tls_no_conn",
         }
     }
 }

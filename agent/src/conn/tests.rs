@@ -46,6 +46,7 @@ fn data(id: u64, dir: Direction, seq: u64, payload: &'static [u8], orig: u32, t:
         payload: Bytes::from_static(payload),
         iov_limit: false,
         read_failed: false,
+        tls: false,
     })
 }
 
@@ -383,4 +384,40 @@ fn any_split_and_order_gives_the_same_stream() {
         assert_eq!(sink.conns[&1].stream(IN), text);
         assert_eq!(t.stats.gaps_lost, 0);
     }
+}
+
+fn tls_data(id: u64, dir: Direction, seq: u64, payload: &'static [u8], t: u64) -> Event {
+    match data(id, dir, seq, payload, payload.len() as u32, t) {
+        Event::Data(mut d) => {
+            d.tls = true;
+            Event::Data(d)
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn first_tls_plaintext_restarts_the_connection_and_later_ciphertext_is_dropped() {
+    let (t, sink) = run(
+        Limits::default(),
+        vec![
+            open(1, 1, 3, 0),
+            // The ClientHello, read before the kernel knew the socket carries TLS.
+            data(1, IN, 0, b"\x16\x03\x01\x02\x00\x01", 517, 1),
+            tls_data(1, IN, 0, b"GET / HTTP/1.1\r\n\r\n", 2),
+            // Ciphertext that reached the agent anyway is not stream data.
+            data(1, OUT, 0, b"\x17\x03\x03\x00\x40", 69, 3),
+            tls_data(1, OUT, 0, b"HTTP/1.1 204 No Content\r\n\r\n", 4),
+            // Close totals count ciphertext: no gap may come of them.
+            close(1, 5000, 6000, 5),
+        ],
+    );
+    assert_eq!(sink.order, vec![1], "one connection, opened again in place");
+    let c = &sink.conns[&1];
+    assert!(c.info.tls);
+    assert_eq!(c.stream(IN), b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(c.stream(OUT), b"HTTP/1.1 204 No Content\r\n\r\n");
+    assert_eq!(t.stats.tls_switched, 1);
+    assert_eq!(t.stats.tls_ciphertext_dropped, 1);
+    assert_eq!(t.stats.gap_lost_bytes, 0);
 }

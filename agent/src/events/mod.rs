@@ -61,6 +61,8 @@ pub struct DataEv {
     pub payload: Bytes,
     pub iov_limit: bool,
     pub read_failed: bool,
+    /// TLS plaintext from a TLS library probe, with offsets of its own (`DATA_FLAG_TLS`).
+    pub tls: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,6 +239,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 payload: Bytes::copy_from_slice(&buf[start..end]),
                 iov_limit: d.flags & sonde_proto::DATA_FLAG_IOV_LIMIT != 0,
                 read_failed: d.flags & sonde_proto::DATA_FLAG_READ_FAILED != 0,
+                tls: d.flags & sonde_proto::DATA_FLAG_TLS != 0,
             })
         }
         EventKind::ConnOpen => {
@@ -428,6 +431,15 @@ mod tests {
         assert_eq!(d.syscall, Syscall::Recvmsg);
         assert!(d.iov_limit);
         assert!(!d.read_failed);
+        assert!(!d.tls);
+        let tls = DataEvent {
+            flags: sonde_proto::DATA_FLAG_TLS,
+            ..ev
+        };
+        let Event::Data(t) = decode(&encode::data(&tls, b"GET ")).unwrap() else {
+            panic!("not data")
+        };
+        assert!(t.tls && !t.iov_limit);
         // The payload must be all there.
         assert_eq!(
             decode(&bytes[..bytes.len() - 1]),

@@ -8,6 +8,7 @@
 pub mod offsets;
 pub mod support;
 pub mod tracefs;
+pub mod uprobes;
 
 use std::{
     collections::BTreeMap,
@@ -124,6 +125,14 @@ pub enum ProbeError {
         #[source]
         source: Box<ProgramError>,
     },
+    #[error("cannot attach uprobe {name} to {target} at offset {offset:#x}: {source}")]
+    Uprobe {
+        name: &'static str,
+        target: String,
+        offset: u64,
+        #[source]
+        source: Box<ProgramError>,
+    },
     #[error("map {0} is missing from the object; the build is inconsistent")]
     MissingMap(&'static str),
     #[error("cgroup {path}: {source}")]
@@ -175,6 +184,8 @@ pub struct ProbeConfig {
     pub inject: bool,
     /// Head sampling of new root traces in the kernel ([`sonde_proto::sampled_by_ratio`]).
     pub sample_threshold: u64,
+    /// Load the TLS uprobe programs (OpenSSL, Go crypto/tls).
+    pub tls: bool,
 }
 
 impl Default for ProbeConfig {
@@ -186,6 +197,7 @@ impl Default for ProbeConfig {
             filter: FilterSpec::default(),
             inject: true,
             sample_threshold: sonde_proto::SAMPLE_ALL,
+            tls: true,
         }
     }
 }
@@ -217,6 +229,8 @@ pub struct Probes {
     pub load_time: Duration,
     /// Whether injection is on (asked for, and the sock_ops and sk_msg programs attached).
     pub inject: bool,
+    /// Whether the TLS uprobe programs are loaded (attached per file by `crate::tls`).
+    pub tls: bool,
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
@@ -282,6 +296,7 @@ impl Probes {
             offsets,
             load_time: Duration::ZERO,
             inject: false,
+            tls: false,
         };
 
         // The traced set is in place before the first program runs; sonde never traces itself.
@@ -324,6 +339,12 @@ impl Probes {
                 attach = ?t1.elapsed(),
                 "program loaded and attached"
             );
+        }
+        if config.tls {
+            match probes.load_tls_programs() {
+                Ok(()) => probes.tls = true,
+                Err(e) => tracing::warn!("TLS capture is off: {e}"),
+            }
         }
         if let (true, Some(root)) = (inject, cgroup2) {
             probes.attach_injection(&root)?;

@@ -340,6 +340,7 @@ impl Reassembler {
                         payload: bytes.clone(),
                         iov_limit: false,
                         read_failed: false,
+                        tls: false,
                     }));
                 }
             }

@@ -507,6 +507,7 @@ mod tests {
             netns: 0,
             comm: String::new(),
             opened_ns: 0,
+            tls: false,
         };
         let ids = Ids {
             trace_id: TraceId([1; 16]),

@@ -289,6 +289,7 @@ pub fn exchange_span(
     }
     .max(start_mono);
 
+    let scheme = if conn.tls { "https" } else { "http" };
     let mut attrs = Vec::with_capacity(24);
     push(&mut attrs, "http.request.method", method.clone());
     if method == "_OTHER" {
@@ -306,7 +307,7 @@ pub fn exchange_span(
             if let Some(q) = &query {
                 push(&mut attrs, "url.query", q.clone());
             }
-            push(&mut attrs, "url.scheme", "http");
+            push(&mut attrs, "url.scheme", scheme);
             push(&mut attrs, "http.route", route.clone());
             match host_header.as_deref().map(split_host) {
                 Some((h, p)) => {
@@ -336,13 +337,14 @@ pub fn exchange_span(
                 ),
                 (None, None) => (String::new(), None),
             };
+            let default_port = if conn.tls { 443 } else { 80 };
             let authority = match port {
-                Some(p) if p != 80 => format!("{host}:{p}"),
+                Some(p) if p != default_port => format!("{host}:{p}"),
                 _ => host.clone(),
             };
             let full = match &query {
-                Some(q) => format!("http://{authority}{path}?{q}"),
-                None => format!("http://{authority}{path}"),
+                Some(q) => format!("{scheme}://{authority}{path}?{q}"),
+                None => format!("{scheme}://{authority}{path}"),
             };
             push(&mut attrs, "url.full", full);
             if !host.is_empty() {
