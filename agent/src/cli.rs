@@ -21,12 +21,18 @@ use sonde_export::{
 use sonde_protocol::route::RoutePattern;
 
 use crate::{
-    capture::{Capture, CaptureConfig, CaptureHandle, Observed, Summary},
+    capture::{Capture, CaptureConfig, CaptureHandle, CgroupUpdates, Observed, Summary},
     cgroup,
     config::{ConfigFileError, FileConfig, OutputFormat},
     conn::StreamSink,
     debug_view::DebugView,
     doctor,
+    k8s::{
+        enrich::{KubeResources, NodeResources},
+        store::{SharedStore, Store},
+        toggle::{Controller, ControllerOptions},
+        watch,
+    },
     probes::{FilterSpec, ProbeConfig},
     span::{HttpConfig, SpanSink, SpanStage},
     telemetry::Telemetry,
@@ -49,6 +55,15 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Turn a pcap or pcapng capture into spans, without root.
     Replay(ReplayArgs),
+    /// Which pods a running `sonde run --kubernetes` traces, and why (asks its /targets).
+    Targets {
+        /// The agent's metrics address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+        address: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check what this host offers and what sonde will use; exits non-zero if tracing cannot work.
     Doctor {
         /// Print the report as JSON.
@@ -108,6 +123,26 @@ pub struct RunArgs {
     /// process, but calls to other services start new traces).
     #[arg(long, env = "SONDE_NO_INJECT")]
     pub no_inject: bool,
+    /// Kubernetes node mode: k8s.* resource attributes from this node's pods, and tracing by
+    /// the `sonde.dev/tracing` annotation of namespaces and pods (only pods are traced).
+    #[arg(long, env = "SONDE_KUBERNETES")]
+    pub kubernetes: bool,
+    /// This node's name (the chart sets it from `spec.nodeName`).
+    #[arg(long, value_name = "NAME", env = "SONDE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// `k8s.cluster.name` on every span.
+    #[arg(long, value_name = "NAME", env = "SONDE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Pods without a `sonde.dev/tracing` annotation (nor on their namespace): traced except in
+    /// kube-system and sonde's own namespace, or not traced.
+    #[arg(long, value_enum, value_name = "POLICY", env = "SONDE_DEFAULT_POLICY")]
+    pub default_policy: Option<crate::k8s::DefaultPolicy>,
+    /// sonde's own namespace (the chart sets it from `metadata.namespace`).
+    #[arg(long, value_name = "NAMESPACE", env = "SONDE_NAMESPACE")]
+    pub own_namespace: Option<String>,
+    /// Kubeconfig file (default: the in-cluster service account, else $KUBECONFIG).
+    #[arg(long, value_name = "FILE", env = "SONDE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Payload bytes shown per chunk in the debug output.
     #[arg(long, default_value_t = 96)]
     pub preview_bytes: usize,
@@ -253,6 +288,21 @@ pub enum ArgError {
          [export.otlp] endpoint"
     )]
     NoEndpoint,
+    #[error(
+        "--kubernetes needs this node's name: set SONDE_NODE_NAME (the chart sets it from \
+         spec.nodeName with the downward API), --node-name, or [kubernetes] node_name"
+    )]
+    NoNodeName,
+    #[error(
+        "--kubernetes needs a cgroup v2 hierarchy (the kernel filter and pod lookup use cgroup \
+         v2 ids) and none is mounted; mount one (`mount -t cgroup2 none /sys/fs/cgroup/unified`) \
+         or name the node's in SONDE_CGROUP_ROOT"
+    )]
+    NoCgroupRoot,
+    #[error("SONDE_CGROUP_ROOT {0}: not a directory; name the node's cgroup v2 mount")]
+    CgroupRoot(PathBuf),
+    #[error("[kubernetes] max_pods {0} must be at least 1")]
+    MaxPods(usize),
 }
 
 /// Everything `sonde run` needs, resolved from file, environment and flags.
@@ -266,6 +316,8 @@ pub struct RunPlan {
     /// The metrics address was chosen explicitly (a bind failure is then an error).
     pub metrics_explicit: bool,
     pub export: Option<ExportConfig>,
+    /// Kubernetes node mode, when asked for.
+    pub kubernetes: Option<crate::k8s::KubePlan>,
 }
 
 impl RunArgs {
@@ -313,7 +365,9 @@ impl RunArgs {
                 .chain(&file.capture.exclude_pids)
                 .map(|&p| (p, Decision::Ignore)),
         );
-        let selective = !trace_pids.is_empty() || !cgroups.is_empty();
+        let kubernetes = self.kube_plan(&file.kubernetes, &env)?;
+        // In Kubernetes mode only pods are traced: the toggle controller adds their cgroups.
+        let selective = !trace_pids.is_empty() || !cgroups.is_empty() || kubernetes.is_some();
         let capture = CaptureConfig {
             probes: ProbeConfig {
                 capture_bytes,
@@ -418,7 +472,52 @@ impl RunArgs {
             metrics,
             metrics_explicit,
             export: Some(export),
+            kubernetes,
         })
+    }
+
+    /// The Kubernetes settings: file < environment (SONDE_*, read by clap for flags) < flags.
+    fn kube_plan(
+        &self,
+        file: &crate::config::KubernetesSection,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<crate::k8s::KubePlan>, ArgError> {
+        if !(self.kubernetes || file.enabled.unwrap_or(false)) {
+            return Ok(None);
+        }
+        let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        let node = non_empty(self.node_name.clone())
+            .or_else(|| non_empty(env("SONDE_NODE_NAME")))
+            .or_else(|| non_empty(file.node_name.clone()))
+            .ok_or(ArgError::NoNodeName)?;
+        let own_namespace = non_empty(self.own_namespace.clone())
+            .or_else(|| non_empty(env("SONDE_NAMESPACE")))
+            .or_else(|| non_empty(file.namespace.clone()));
+        let cgroup_root = cgroup::v2_mount().ok_or(ArgError::NoCgroupRoot)?;
+        if !cgroup_root.is_dir() {
+            return Err(ArgError::CgroupRoot(cgroup_root));
+        }
+        let mut limits = crate::k8s::store::StoreLimits::default();
+        if let Some(n) = file.max_pods {
+            if n == 0 {
+                return Err(ArgError::MaxPods(n));
+            }
+            limits.max_pods = n;
+        }
+        Ok(Some(crate::k8s::KubePlan {
+            node,
+            cluster: non_empty(self.cluster_name.clone())
+                .or_else(|| non_empty(file.cluster_name.clone())),
+            policy: crate::k8s::TogglePolicy::new(
+                self.default_policy
+                    .or(file.default_policy)
+                    .unwrap_or_default(),
+                own_namespace.as_deref(),
+            ),
+            kubeconfig: self.kubeconfig.clone().or(file.kubeconfig.clone()),
+            cgroup_root,
+            limits,
+        }))
     }
 }
 
@@ -428,6 +527,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Replay(args) => replay(args),
+        Command::Targets { address, json } => targets(&address, json),
         Command::Doctor { json } => {
             let report = doctor::run();
             if json {
@@ -583,12 +683,29 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
     if let Some(p) = &pipeline {
         telemetry.set_export(p.stats());
     }
+    let mut config = plan.capture.clone();
+    let kube = match &plan.kubernetes {
+        Some(k) => {
+            let node = start_kubernetes(k).await?;
+            config.cgroup_updates = Some(node.updates.clone());
+            Some(node)
+        }
+        None => None,
+    };
     let _metrics = match plan.metrics {
         Some(addr) => {
             let t = telemetry.clone();
+            let targets = kube.as_ref().map(|k| {
+                let shared = k.controller.targets.clone();
+                Arc::new(move || {
+                    let t = shared.lock().map(|t| t.clone()).unwrap_or_default();
+                    serde_json::to_string_pretty(&t).unwrap_or_default()
+                }) as Arc<dyn Fn() -> String + Send + Sync>
+            });
             let state = MetricsState {
                 render: Arc::new(move || t.render_prometheus()),
                 ready: telemetry.ready.clone(),
+                targets,
             };
             match MetricsServer::bind(addr, state).await {
                 Ok(s) => {
@@ -607,8 +724,20 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
         None => None,
     };
 
-    let config = plan.capture.clone();
-    let who = if args.pids.is_empty()
+    let resources = || match (&plan.kubernetes, &kube) {
+        (Some(k), Some(node)) => NodeResources::Kube(Box::new(KubeResources::new(
+            node.store.clone(),
+            k.node.clone(),
+            k.cluster.clone(),
+        ))),
+        _ => NodeResources::Host(crate::enrich::ProcessCache::default()),
+    };
+    let who = if let Some(k) = &plan.kubernetes {
+        format!(
+            "the pods of node {} that sonde.dev/tracing selects (default policy {})",
+            k.node, k.policy.default
+        )
+    } else if args.pids.is_empty()
         && args.cgroups.is_empty()
         && plan.capture.probes.filter.default == Decision::Trace
     {
@@ -628,7 +757,7 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             .1
         }
         (Some(p), _) => {
-            let stage = SpanStage::live(plan.http.clone(), QueueSink(p.queue()));
+            let stage = SpanStage::live_with(plan.http.clone(), resources(), QueueSink(p.queue()));
             capture_until(
                 Capture::spawn_with(config, stage, Some(telemetry.clone())),
                 &who,
@@ -644,7 +773,7 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
                 }),
                 out: line_writer(&plan.output_file)?,
             };
-            let stage = SpanStage::live(plan.http.clone(), trees);
+            let stage = SpanStage::live_with(plan.http.clone(), resources(), trees);
             let (mut stage, summary) = capture_until(
                 Capture::spawn_with(config, stage, Some(telemetry.clone())),
                 &who,
@@ -655,7 +784,7 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             summary
         }
         (None, _) => {
-            let stage = SpanStage::live(plan.http.clone(), NullSink);
+            let stage = SpanStage::live_with(plan.http.clone(), resources(), NullSink);
             capture_until(
                 Capture::spawn_with(config, stage, Some(telemetry.clone())),
                 &who,
@@ -685,6 +814,157 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The Kubernetes side of `sonde run --kubernetes`: watches, store and toggle controller.
+struct KubeNode {
+    store: SharedStore,
+    updates: CgroupUpdates,
+    controller: Controller,
+    _watches: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for KubeNode {
+    fn drop(&mut self) {
+        for w in &self._watches {
+            w.abort();
+        }
+    }
+}
+
+async fn start_kubernetes(k: &crate::k8s::KubePlan) -> Result<KubeNode, String> {
+    let client = watch::client(k.kubeconfig.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = Store::shared(k.limits);
+    let opts = watch::WatchOptions::default();
+    let watches = vec![
+        tokio::spawn(watch::watch_pods(
+            client.clone(),
+            k.node.clone(),
+            store.clone(),
+            opts.clone(),
+        )),
+        tokio::spawn(watch::watch_namespaces(client, store.clone(), opts)),
+    ];
+    let updates = CgroupUpdates::default();
+    let controller = Controller::spawn(
+        store.clone(),
+        k.policy.clone(),
+        k.node.clone(),
+        k.cgroup_root.clone(),
+        updates.clone(),
+        ControllerOptions::default(),
+    );
+    tracing::info!(
+        "kubernetes: watching the pods of node {} and namespaces; default policy {}",
+        k.node,
+        k.policy.default
+    );
+    Ok(KubeNode {
+        store,
+        updates,
+        controller,
+        _watches: watches,
+    })
+}
+
+/// `sonde targets`: the running agent's /targets, as a table or JSON.
+fn targets(address: &str, json: bool) -> ExitCode {
+    use std::io::Read as _;
+    let fetch = || -> Result<String, String> {
+        let addr: SocketAddr = address
+            .parse()
+            .map_err(|_| format!("--address {address}: expected IP:PORT such as 127.0.0.1:9464"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .map_err(|e| format!("cannot reach sonde at {addr}: {e}; is `sonde run --kubernetes` running with --metrics-address {addr}?"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        write!(
+            s,
+            "GET /targets HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(format!(
+                "{addr}/targets: {}; the agent runs without --kubernetes?",
+                head.lines().next().unwrap_or("no answer")
+            ));
+        }
+        Ok(body.to_owned())
+    };
+    let body = match fetch() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    let t: crate::k8s::toggle::Targets = match serde_json::from_str(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sonde: unexpected /targets answer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", render_targets(&t));
+    ExitCode::SUCCESS
+}
+
+/// The `sonde targets` table.
+pub fn render_targets(t: &crate::k8s::toggle::Targets) -> String {
+    let mut out = format!(
+        "node {} (default policy {}){}; {} traced cgroups\n",
+        t.node,
+        t.policy,
+        if t.synced { "" } else { ", not synced yet" },
+        t.traced_cgroups
+    );
+    let rows: Vec<[String; 5]> = t
+        .pods
+        .iter()
+        .map(|p| {
+            let found = p
+                .containers
+                .iter()
+                .filter(|c| !c.cgroups.is_empty())
+                .count();
+            [
+                format!("{}/{}", p.namespace, p.pod),
+                if p.traced { "yes" } else { "no" }.into(),
+                if p.ignored.is_empty() {
+                    p.why.clone()
+                } else {
+                    format!("{} (ignored {})", p.why, p.ignored.join(", "))
+                },
+                p.service_name.clone(),
+                format!("{found}/{}", p.containers.len()),
+            ]
+        })
+        .collect();
+    let header = ["POD", "TRACED", "WHY", "SERVICE", "CONTAINERS FOUND"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Runs a capture until a signal or the duration; returns its sink and totals.

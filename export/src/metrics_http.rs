@@ -48,6 +48,9 @@ pub struct MetricsState {
     pub render: Arc<dyn Fn() -> String + Send + Sync>,
     /// `/readyz` answers 200 while this is set, else 503.
     pub ready: Arc<AtomicBool>,
+    /// Renders `/targets` (JSON: which pods are traced and why) in Kubernetes mode; without
+    /// it `/targets` is 404.
+    pub targets: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// A running server; stops when [`MetricsServer::shutdown`] is called or it is dropped.
@@ -130,7 +133,8 @@ fn route(method: &str, target: &str, state: &MetricsState) -> Response {
         body: body.to_owned(),
         allow: false,
     };
-    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+    let targets = path == "/targets" && state.targets.is_some();
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") && !targets {
         return text(
             "404 Not Found",
             "not found: try /metrics, /healthz or /readyz\n",
@@ -149,6 +153,12 @@ fn route(method: &str, target: &str, state: &MetricsState) -> Response {
             allow: false,
         },
         "/healthz" => text("200 OK", "ok\n"),
+        "/targets" => Response {
+            status: "200 OK",
+            content_type: "application/json",
+            body: state.targets.as_ref().map(|f| f()).unwrap_or_default(),
+            allow: false,
+        },
         _ if state.ready.load(Ordering::Relaxed) => text("200 OK", "ready\n"),
         _ => text("503 Service Unavailable", "not ready\n"),
     }
@@ -241,6 +251,7 @@ mod tests {
                     w.finish()
                 }),
                 ready: Arc::clone(&ready),
+                targets: Some(Arc::new(|| "{\"pods\":[]}".to_owned())),
             },
         )
         .await
@@ -271,6 +282,11 @@ mod tests {
                 .starts_with("HTTP/1.1 200 OK")
         );
 
+        let t = get(addr, "GET /targets HTTP/1.1\r\n\r\n").await;
+        assert!(
+            t.starts_with("HTTP/1.1 200 OK") && t.ends_with("\r\n\r\n{\"pods\":[]}"),
+            "{t}"
+        );
         assert!(
             get(addr, "GET /nope HTTP/1.1\r\n\r\n")
                 .await

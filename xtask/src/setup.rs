@@ -29,6 +29,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "nghttp2-client",
     "iproute2",
+    // tests/tests/k8s.rs: the fake Kubernetes API server's certificate, a Docker daemon of the
+    // test's own, and a static busybox for images built FROM scratch (no registry pulls)
+    "openssl",
+    "docker.io",
+    "busybox-static",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
