@@ -725,11 +725,10 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
     };
 
     let resources = || match (&plan.kubernetes, &kube) {
-        (Some(k), Some(node)) => NodeResources::Kube(Box::new(KubeResources::new(
-            node.store.clone(),
-            k.node.clone(),
-            k.cluster.clone(),
-        ))),
+        (Some(k), Some(node)) => NodeResources::Kube(Box::new(
+            KubeResources::new(node.store.clone(), k.node.clone(), k.cluster.clone())
+                .with_cgroups(node.controller.cgroups.clone()),
+        )),
         _ => NodeResources::Host(crate::enrich::ProcessCache::default()),
     };
     let who = if let Some(k) = &plan.kubernetes {

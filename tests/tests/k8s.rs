@@ -594,7 +594,10 @@ fn step(file: &Path, name: &str) -> (Vec<(Value, Value)>, Vec<(Value, Value)>) {
     let q = format!("step={name}");
     let all: Vec<_> = spans(file)
         .into_iter()
-        .filter(|(_, s)| span_attr(s, "url.query") == Some(q.as_str()))
+        .filter(|(_, s)| {
+            span_attr(s, "url.query") == Some(q.as_str())
+                || span_attr(s, "url.full").is_some_and(|u| u.ends_with(&format!("?{q}")))
+        })
         .collect();
     let (server, client) = all.into_iter().partition(|(_, s)| s["kind"] == 2);
     (server, client)
@@ -606,30 +609,19 @@ fn targets(port: u16) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn pod_traced(t: &Value, name: &str) -> Option<bool> {
-    t["pods"]
-        .as_array()?
-        .iter()
-        .find(|p| p["pod"] == name)
-        .map(|p| {
-            p["traced"].as_bool().unwrap()
-                && p["containers"][0]["cgroups"]
-                    .as_array()
-                    .is_some_and(|c| !c.is_empty())
-        })
-}
-
 /// `sonde run --kubernetes` against the fake API server, writing spans to a jsonl file.
 struct Sonde {
     _child: Reaper,
     metrics: u16,
     out: PathBuf,
+    log: PathBuf,
 }
 
 fn start_sonde(api: &FakeApi) -> Sonde {
     let out = api.dir.join("spans.jsonl");
+    let log = api.dir.join("sonde.log");
     let metrics = free_port();
-    let mut child = Command::new(sonde_bin())
+    let child = Command::new(sonde_bin())
         .args([
             "run",
             "--kubernetes",
@@ -648,31 +640,39 @@ fn start_sonde(api: &FakeApi) -> Sonde {
             "--query-allow",
             "step",
         ])
-        .env("SONDE_LOG", "info")
+        .env("SONDE_LOG", "info,sonde::k8s=debug,sonde::capture=debug")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .expect("start sonde");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let child = Reaper(child);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "sonde exited early");
-        if line.contains("tracing the pods") {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        eprint!("{s}");
-    });
-    Sonde {
-        _child: child,
+    let sonde = Sonde {
+        _child: Reaper(child),
         metrics,
         out,
+        log,
+    };
+    wait_until("sonde tracing", secs(30), || {
+        fs::read_to_string(&sonde.log).is_ok_and(|l| l.contains("tracing the pods"))
+    });
+    sonde
+}
+
+impl Drop for Sonde {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let metrics = http(self.metrics, "GET", "/metrics", None).1;
+            let metrics: Vec<&str> = metrics
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+                .collect();
+            eprintln!(
+                "--- sonde's metrics (non-zero):\n{}\n--- sonde's log:\n{}\n--- spans:\n{}",
+                metrics.join("\n"),
+                fs::read_to_string(&self.log).unwrap_or_default(),
+                fs::read_to_string(&self.out).unwrap_or_default()
+            );
+        }
     }
 }
 

@@ -59,6 +59,8 @@ pub struct ConnInfo {
     pub comm: String,
     /// Monotonic ns when sonde learned of the connection.
     pub opened_ns: u64,
+    /// cgroup v2 id of the process when the connection was found (0 if unknown).
+    pub cgroup_id: u64,
 }
 
 /// Why part of a stream is missing.
@@ -313,6 +315,7 @@ impl ConnTracker {
             netns: o.netns,
             comm: o.comm,
             opened_ns: o.meta.exit_ns,
+            cgroup_id: o.cgroup_id,
         };
         if info.role == Role::Unknown {
             info.role = (self.resolve_role)(&info);
@@ -338,6 +341,7 @@ impl ConnTracker {
                 netns: 0,
                 comm: String::new(),
                 opened_ns: d.meta.enter_ns,
+                cgroup_id: 0,
             };
             self.insert(info, now, sink);
         }

@@ -16,6 +16,7 @@ use super::{
     cgroup_path::{ContainerRef, from_proc_cgroup},
     model::service_name,
     store::{SharedStore, StoredPod},
+    toggle::SharedCgroupMap,
 };
 use crate::{
     conn::ConnInfo,
@@ -42,6 +43,7 @@ pub struct KubeResources {
     cluster: Option<String>,
     info: HashMap<u32, ProcessInfo>,
     cache: HashMap<u32, (u64, Arc<Resource>)>,
+    cgroups: Option<SharedCgroupMap>,
     /// Spans whose process was in a container no known pod runs (yet).
     pub pending: u64,
 }
@@ -66,11 +68,19 @@ impl KubeResources {
             cluster,
             info: HashMap::new(),
             cache: HashMap::new(),
+            cgroups: None,
             pending: 0,
         }
     }
 
-    fn info(&mut self, pid: u32) -> ProcessInfo {
+    /// Names containers by the cgroup id the kernel reported for a connection first, and by
+    /// `/proc/<pid>/cgroup` only when that id is unknown.
+    pub fn with_cgroups(mut self, cgroups: SharedCgroupMap) -> Self {
+        self.cgroups = Some(cgroups);
+        self
+    }
+
+    fn info(&mut self, pid: u32, cgroup_id: u64) -> ProcessInfo {
         if let Some(i) = self.info.get(&pid) {
             return i.clone();
         }
@@ -78,10 +88,21 @@ impl KubeResources {
             self.info.clear();
         }
         let dir = self.proc_root.join(pid.to_string());
+        let by_cgroup = (cgroup_id != 0)
+            .then(|| self.cgroups.as_ref())
+            .flatten()
+            .and_then(|m| m.read().ok()?.get(&cgroup_id).cloned())
+            .map(|id| ContainerRef {
+                id,
+                runtime: super::cgroup_path::Runtime::Unknown,
+                pod_uid: None,
+            });
         let i = ProcessInfo {
-            container: fs::read_to_string(dir.join("cgroup"))
-                .ok()
-                .and_then(|t| from_proc_cgroup(&t)),
+            container: by_cgroup.or_else(|| {
+                fs::read_to_string(dir.join("cgroup"))
+                    .ok()
+                    .and_then(|t| from_proc_cgroup(&t))
+            }),
             env_service: fs::read(dir.join("environ"))
                 .ok()
                 .and_then(|e| service_name_from_environ(&e))
@@ -155,7 +176,7 @@ impl KubeResources {
 
 impl ResourceSource for KubeResources {
     fn resource(&mut self, conn: &ConnInfo) -> Arc<Resource> {
-        let info = self.info(conn.pid);
+        let info = self.info(conn.pid, conn.cgroup_id);
         let Some(container) = &info.container else {
             // A host process: no pod to name.
             return match self.cache.get(&conn.pid) {
@@ -250,6 +271,7 @@ mod tests {
             netns: 0,
             comm: "python3".into(),
             opened_ns: 0,
+            cgroup_id: 0,
         }
     }
 
@@ -348,6 +370,22 @@ mod tests {
         let r = k.resource(&conn(12));
         assert_eq!(attr(&r, "k8s.pod.name"), None);
         assert_eq!(attr(&r, "k8s.node.name"), Some("node-1"));
+        // A process gone from /proc is named by the cgroup id the kernel reported.
+        let cgroups: SharedCgroupMap = Arc::default();
+        cgroups.write().unwrap().insert(777, ID.into());
+        let mut k2 = KubeResources::with_proc(
+            store.clone(),
+            "node-1".into(),
+            None,
+            &root,
+            ProcessCache::new(&root, "node-1".into()),
+        )
+        .with_cgroups(cgroups);
+        let mut gone = conn(99);
+        gone.cgroup_id = 777;
+        let r = k2.resource(&gone);
+        assert_eq!(attr(&r, "k8s.pod.name"), Some("web-5c8f7b6d9f-abcde"));
+        assert_eq!(attr(&r, "process.executable.name"), Some("python3"));
         // The pod is gone: no stale attribution.
         store.write().unwrap().delete_pod(UID);
         assert_eq!(attr(&k.resource(&conn(10)), "k8s.pod.name"), None);

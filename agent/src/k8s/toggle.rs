@@ -38,6 +38,10 @@ const MAX_DIRS: usize = 200_000;
 /// Container id → cgroup ids of its directory and sub-directories.
 pub type CgroupIndex = HashMap<String, Vec<u64>>;
 
+/// cgroup id → container id, from the last walk: the enricher names the container of a
+/// connection by the cgroup id the kernel reported, even once its process is gone.
+pub type SharedCgroupMap = Arc<std::sync::RwLock<HashMap<u64, String>>>;
+
 /// Walks the cgroup v2 tree under `root` and indexes every directory that names a container.
 /// Returns the index and the number of directories seen.
 pub fn walk(root: &Path) -> (CgroupIndex, usize) {
@@ -210,6 +214,7 @@ pub struct Controller {
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
     pub targets: SharedTargets,
+    pub cgroups: SharedCgroupMap,
 }
 
 impl Controller {
@@ -223,7 +228,8 @@ impl Controller {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let targets: SharedTargets = Arc::default();
-        let (stop2, targets2) = (stop.clone(), targets.clone());
+        let cgroups: SharedCgroupMap = Arc::default();
+        let (stop2, targets2, cgroups2) = (stop.clone(), targets.clone(), cgroups.clone());
         let thread = thread::Builder::new()
             .name("sonde-k8s-toggle".into())
             .spawn(move || {
@@ -247,6 +253,13 @@ impl Controller {
                         );
                         last_walk = Some(Instant::now());
                         if i != index {
+                            let by_id = i
+                                .iter()
+                                .flat_map(|(c, ids)| ids.iter().map(move |&id| (id, c.clone())))
+                                .collect();
+                            if let Ok(mut g) = cgroups2.write() {
+                                *g = by_id;
+                            }
                             index = i;
                             last_rev = u64::MAX; // re-plan
                         }
@@ -278,6 +291,7 @@ impl Controller {
             stop,
             thread: Some(thread),
             targets,
+            cgroups,
         }
     }
 }

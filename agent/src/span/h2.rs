@@ -463,6 +463,7 @@ mod tests {
             netns: 0,
             comm: String::new(),
             opened_ns: 0,
+            cgroup_id: 0,
         };
         let ids = Ids {
             trace_id: TraceId([1; 16]),
