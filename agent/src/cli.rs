@@ -1114,4 +1114,134 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn kubernetes_settings_from_file_environment_and_flags() {
+        let plan = |args: &RunArgs, vars: &[(&str, &str)]| {
+            args.plan(env(vars))
+                .map(|p| p.kubernetes)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(plan(&RunArgs::default(), &[]).unwrap(), None);
+        let on = RunArgs {
+            kubernetes: true,
+            ..RunArgs::default()
+        };
+        let e = plan(&on, &[]).unwrap_err();
+        assert!(
+            e.contains("SONDE_NODE_NAME") && e.contains("--node-name"),
+            "{e}"
+        );
+        let Ok(Some(k)) = plan(
+            &on,
+            &[("SONDE_NODE_NAME", "n1"), ("SONDE_NAMESPACE", "obs")],
+        ) else {
+            // No cgroup v2 here: the error says how to get one.
+            let e = plan(&on, &[("SONDE_NODE_NAME", "n1")]).unwrap_err();
+            assert!(e.contains("cgroup v2"), "{e}");
+            return;
+        };
+        assert_eq!(k.node, "n1");
+        assert_eq!(k.policy.default, crate::k8s::DefaultPolicy::AllExceptSystem);
+        assert_eq!(k.policy.system_namespaces, vec!["kube-system", "obs"]);
+        // Only pods are traced: nothing by default, the toggle adds cgroups.
+        let p = on.plan(env(&[("SONDE_NODE_NAME", "n1")])).unwrap();
+        assert_eq!(p.capture.probes.filter.default, Decision::Ignore);
+
+        let dir = std::env::temp_dir().join(format!("sonde-cli-k8s-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sonde.toml");
+        std::fs::write(
+            &file,
+            "[kubernetes]\nenabled = true\nnode_name = \"from-file\"\ncluster_name = \"c\"\n\
+             default_policy = \"opt-in\"\nmax_pods = 10\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(file.clone()),
+            ..RunArgs::default()
+        };
+        let k = plan(&args, &[]).unwrap().unwrap();
+        assert_eq!(
+            (k.node.as_str(), k.cluster.as_deref(), k.limits.max_pods),
+            ("from-file", Some("c"), 10)
+        );
+        assert_eq!(k.policy.default, crate::k8s::DefaultPolicy::OptIn);
+        // Flags win over the environment, which wins over the file.
+        let k = plan(&args, &[("SONDE_NODE_NAME", "from-env")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.node, "from-env");
+        let flags = RunArgs {
+            node_name: Some("from-flag".into()),
+            default_policy: Some(crate::k8s::DefaultPolicy::AllExceptSystem),
+            ..args.clone()
+        };
+        let k = plan(&flags, &[("SONDE_NODE_NAME", "from-env")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.node, "from-flag");
+        assert_eq!(k.policy.default, crate::k8s::DefaultPolicy::AllExceptSystem);
+        std::fs::write(&file, "[kubernetes]\nenabled = true\nmax_pods = 0\n").unwrap();
+        let e = plan(&args, &[("SONDE_NODE_NAME", "n")]).unwrap_err();
+        assert!(e.contains("max_pods 0"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn targets_table() {
+        use crate::k8s::toggle::{ContainerTarget, PodTarget, Targets};
+        let pod = |ns: &str, name: &str, traced: bool, why: &str, found: bool| PodTarget {
+            namespace: ns.into(),
+            pod: name.into(),
+            uid: "u".into(),
+            traced,
+            reason: String::new(),
+            why: why.into(),
+            ignored: if traced {
+                vec![]
+            } else {
+                vec!["pod sonde.dev/tracing=\"yes\"".into()]
+            },
+            service_name: name.into(),
+            service_name_source: crate::k8s::model::ServiceNameSource::Container,
+            workload: None,
+            containers: vec![ContainerTarget {
+                name: "c".into(),
+                id: None,
+                cgroups: if found { vec![1] } else { vec![] },
+            }],
+        };
+        let t = Targets {
+            node: "n1".into(),
+            policy: "opt-in".into(),
+            synced: true,
+            traced_cgroups: 1,
+            pods: vec![
+                pod(
+                    "shop",
+                    "web",
+                    true,
+                    "namespace annotation sonde.dev/tracing",
+                    true,
+                ),
+                pod("kube-system", "dns", false, "default policy opt-in", false),
+            ],
+            ..Targets::default()
+        };
+        let text = render_targets(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "node n1 (default policy opt-in); 1 traced cgroups"
+        );
+        assert!(lines[1].starts_with("POD") && lines[1].contains("CONTAINERS FOUND"));
+        assert!(lines[2].starts_with("shop/web         yes"), "{text}");
+        assert!(lines[2].ends_with("1/1"), "{text}");
+        assert!(
+            lines[3].contains("default policy opt-in (ignored pod sonde.dev/tracing=\"yes\")"),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("0/1"), "{text}");
+    }
 }

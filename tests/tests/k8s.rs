@@ -233,6 +233,7 @@ impl Drop for FakeApi {
 }
 
 /// A pod as the API server returns it.
+#[allow(clippy::too_many_arguments)] // one argument per field of the manifest
 fn pod(
     uid: &str,
     ns: &str,
@@ -590,7 +591,9 @@ fn span_attr<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 /// The spans of one step (`?step=NAME`), by kind: (server, client).
-fn step(file: &Path, name: &str) -> (Vec<(Value, Value)>, Vec<(Value, Value)>) {
+type Spans = Vec<(Value, Value)>;
+
+fn step(file: &Path, name: &str) -> (Spans, Spans) {
     let q = format!("step={name}");
     let all: Vec<_> = spans(file)
         .into_iter()
@@ -611,7 +614,7 @@ fn targets(port: u16) -> Value {
 
 /// `sonde run --kubernetes` against the fake API server, writing spans to a jsonl file.
 struct Sonde {
-    _child: Reaper,
+    _child: Option<Reaper>,
     metrics: u16,
     out: PathBuf,
     log: PathBuf,
@@ -647,7 +650,7 @@ fn start_sonde(api: &FakeApi) -> Sonde {
         .spawn()
         .expect("start sonde");
     let sonde = Sonde {
-        _child: Reaper(child),
+        _child: Some(Reaper(child)),
         metrics,
         out,
         log,
@@ -987,11 +990,21 @@ impl Drop for Dockerd {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Overlay mounts of the data root are gone with the daemon; the rest is files.
-        let _ = Command::new("umount")
-            .arg("-R")
-            .arg(self.dir.join("root"))
-            .output();
+        // What the daemon left mounted under its directories (the netns of --network host,
+        // overlays of a daemon that died), deepest first.
+        let prefix = format!("{}/", self.dir.display());
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let c = CString::new(m).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -1136,4 +1149,231 @@ fn as_docker(mut pod: Value) -> Value {
         s["containerID"] = Value::String(id);
     }
     pod
+}
+
+/// The capabilities the chart gives the agent (`securityContext.capabilities` in values.yaml).
+fn chart_capabilities() -> Vec<String> {
+    let values =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/sonde/values.yaml"))
+            .unwrap();
+    let mut caps = Vec::new();
+    let mut inside = false;
+    for line in values.lines() {
+        if line.starts_with("  capabilities:") {
+            inside = true;
+        } else if inside {
+            match line.trim_start().strip_prefix("- ") {
+                Some(c) => caps.push(c.split_whitespace().next().unwrap().to_owned()),
+                None => break,
+            }
+        }
+    }
+    assert!(caps.len() >= 4, "capabilities in values.yaml: {caps:?}");
+    caps
+}
+
+#[test]
+fn fake_apiserver_agent_image_runs_in_docker_with_the_charts_capabilities() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let binary = root.join("target/x86_64-unknown-linux-musl/debug/sonde");
+    assert!(
+        binary.exists(),
+        "{} missing: `cargo xtask test` builds it (cargo build -p sonde --target x86_64-unknown-linux-musl)",
+        binary.display()
+    );
+    let docker = Dockerd::start();
+    // The agent image, from the repository's Dockerfile (context: the static binary alone).
+    let ctx = docker.dir.join("agent");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::copy(&binary, ctx.join("sonde")).unwrap();
+    docker.docker(&[
+        "build",
+        "-q",
+        "-t",
+        "sonde-agent:test",
+        "-f",
+        root.join("Dockerfile").to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    let image = busybox_image(&docker);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let server_id = docker.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        image,
+        "httpd",
+        "-f",
+        "-p",
+        &listen,
+        "-h",
+        "/www",
+    ]);
+    let client_id = docker.docker(&["run", "-d", "--network", "host", image, "sleep", "3600"]);
+    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+
+    let api = FakeApi::start("image", 1.0);
+    // The kubeconfig as the agent's container sees it (the test's directory mounted at /kube).
+    let kc = fs::read_to_string(&api.kubeconfig).unwrap().replace(
+        &api.dir.join("ca.pem").display().to_string(),
+        "/kube/ca.pem",
+    );
+    fs::write(api.dir.join("kubeconfig.container"), kc).unwrap();
+    api.namespace("shop", None);
+    let (web, probe) = ("api-5f7d8c6b9f-q8w2e", "probe-x1");
+    api.post(
+        "/fake/pods",
+        as_docker(pod(
+            "u-web",
+            "shop",
+            web,
+            NODE,
+            Some(("ReplicaSet", "api-5f7d8c6b9f")),
+            json!({}),
+            json!({}),
+            &[("httpd", &server_id)],
+        )),
+    );
+    api.post(
+        "/fake/pods",
+        as_docker(pod(
+            "u-probe",
+            "shop",
+            probe,
+            NODE,
+            None,
+            json!({}),
+            json!({}),
+            &[("wget", &client_id)],
+        )),
+    );
+
+    // The agent, as the chart runs it: the chart's capabilities and nothing else, host pid
+    // namespace, the node's cgroup v2 tree at /host/cgroup, tracefs.
+    let metrics = free_port();
+    let cgroup_root = sonde::cgroup::v2_mount().unwrap();
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--pid",
+        "host",
+        "--cap-drop",
+        "ALL",
+    ]
+    .map(String::from)
+    .to_vec();
+    for c in chart_capabilities() {
+        args.extend(["--cap-add".into(), c]);
+    }
+    args.extend(
+        [
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "--read-only",
+            "-v",
+            &format!("{}:/host/cgroup:ro", cgroup_root.display()),
+            "-v",
+            "/sys/kernel/tracing:/sys/kernel/tracing",
+            "-v",
+            &format!("{}:/kube", api.dir.display()),
+            "-e",
+            "SONDE_KUBERNETES=1",
+            "-e",
+            &format!("SONDE_NODE_NAME={NODE}"),
+            "-e",
+            "SONDE_NAMESPACE=sonde",
+            "-e",
+            "SONDE_CGROUP_ROOT=/host/cgroup",
+            "-e",
+            &format!("SONDE_METRICS_ADDRESS=127.0.0.1:{metrics}"),
+            "-e",
+            "SONDE_KUBECONFIG=/kube/kubeconfig.container",
+            "-e",
+            "OTEL_BSP_SCHEDULE_DELAY=100",
+            "sonde-agent:test",
+            "run",
+            "--output",
+            "jsonl",
+            "--output-file",
+            "/kube/spans.jsonl",
+            "--query-allow",
+            "step",
+        ]
+        .map(String::from),
+    );
+    let agent = docker.docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let logs = || {
+        Command::new("/usr/bin/docker")
+            .args(["-H", &docker.sock, "logs", &agent])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stderr).into_owned()
+                    + &String::from_utf8_lossy(&o.stdout)
+            })
+            .unwrap_or_default()
+    };
+    let sonde = Sonde {
+        _child: None,
+        metrics,
+        out: api.dir.join("spans.jsonl"),
+        log: api.dir.join("agent.log"),
+    };
+    let started = Instant::now();
+    while Instant::now() < started + secs(60) && !logs().contains("tracing the pods") {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::write(&sonde.log, logs()).unwrap();
+    assert!(
+        logs().contains("tracing the pods"),
+        "the agent container did not start:\n{}",
+        logs()
+    );
+    eprintln!(
+        "k8s: agent container tracing {:?} after docker run",
+        started.elapsed()
+    );
+    wait_traced(&sonde, &[web, probe], true, "default-policy");
+    let traffic = |step: &str| {
+        docker.docker(&[
+            "exec",
+            &client_id,
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            &format!("http://{listen}/hello?step={step}"),
+        ]);
+    };
+    traffic("one");
+    wait_until("spans from the agent container", secs(10), || {
+        let (s, c) = step(&sonde.out, "one");
+        s.len() == 1 && c.len() == 1
+    });
+    let (server, client) = step(&sonde.out, "one");
+    assert_resource(
+        &server[0].0,
+        &[
+            ("service.name", "api"),
+            ("k8s.pod.name", web),
+            ("k8s.deployment.name", "api"),
+            ("k8s.container.name", "httpd"),
+            ("container.id", &server_id),
+        ],
+    );
+    // No owner, no label: the container's name.
+    assert_resource(
+        &client[0].0,
+        &[("service.name", "wget"), ("k8s.pod.name", probe)],
+    );
+    // traceparent injection works with these capabilities: one trace across the containers.
+    assert_eq!(server[0].1["traceId"], client[0].1["traceId"]);
+    toggle_namespace(&api, &sonde, &[web, probe], &traffic);
+    fs::write(&sonde.log, logs()).unwrap();
 }

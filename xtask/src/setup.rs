@@ -34,9 +34,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     "docker.io",
     "busybox-static",
+    // the C parts of ring for the static (musl) agent binary of the image
+    "musl-tools",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The target of the static agent binary in the container image.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The eBPF toolchain name and its date, from `[workspace.metadata.sonde]`.
 pub fn ebpf_toolchain() -> Result<(String, String)> {
@@ -133,6 +138,15 @@ pub fn setup() -> Result<Vec<String>> {
             &toolchain,
         ]))?;
         did.push(format!("rust-src ({toolchain})"));
+    }
+
+    // The agent image is a static musl binary FROM scratch (Dockerfile, tests/tests/k8s.rs).
+    let targets =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|l| l.trim() == MUSL_TARGET) {
+        eprintln!("setup: installing the Rust target {MUSL_TARGET}");
+        run(Command::new("rustup").args(["target", "add", MUSL_TARGET]))?;
+        did.push(format!("rustup target {MUSL_TARGET}"));
     }
 
     let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();

@@ -89,7 +89,7 @@ impl KubeResources {
         }
         let dir = self.proc_root.join(pid.to_string());
         let by_cgroup = (cgroup_id != 0)
-            .then(|| self.cgroups.as_ref())
+            .then_some(self.cgroups.as_ref())
             .flatten()
             .and_then(|m| m.read().ok()?.get(&cgroup_id).cloned())
             .map(|id| ContainerRef {
