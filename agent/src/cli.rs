@@ -121,11 +121,11 @@ pub struct RunArgs {
     pub otlp_compression: Option<String>,
     /// Do not put `traceparent` into outgoing HTTP requests (spans are still linked inside each
     /// process, but calls to other services start new traces).
-    #[arg(long, env = "SONDE_NO_INJECT")]
+    #[arg(long, env = "SONDE_NO_INJECT", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_inject: bool,
     /// Kubernetes node mode: k8s.* resource attributes from this node's pods, and tracing by
     /// the `sonde.dev/tracing` annotation of namespaces and pods (only pods are traced).
-    #[arg(long, env = "SONDE_KUBERNETES")]
+    #[arg(long, env = "SONDE_KUBERNETES", value_parser = clap::builder::BoolishValueParser::new())]
     pub kubernetes: bool,
     /// This node's name (the chart sets it from `spec.nodeName`).
     #[arg(long, value_name = "NAME", env = "SONDE_NODE_NAME")]
