@@ -913,11 +913,17 @@ struct Dockerd {
     child: Option<Child>,
     sock: String,
     dir: PathBuf,
+    _one_at_a_time: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One Docker daemon at a time: two at once, each with its own containerd, made `docker exec`
+/// fail here.
+static DOCKER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Dockerd {
     fn start() -> Self {
         require_root();
+        let guard = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
         let dir = PathBuf::from(format!("/tmp/sonde-dockerd-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
@@ -946,6 +952,7 @@ impl Dockerd {
             child: Some(child),
             sock,
             dir,
+            _one_at_a_time: guard,
         };
         wait_until("dockerd answers", secs(30), || {
             Command::new("/usr/bin/docker")
