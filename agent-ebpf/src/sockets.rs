@@ -235,6 +235,8 @@ pub fn open_conn(
         netns: info.netns,
         _pad2: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() },
     };
     emit(&ev);
     Some(conn_id)

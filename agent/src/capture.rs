@@ -5,8 +5,9 @@
 //! stopped, which is what `sonde run` and the privileged tests use.
 
 use std::{
+    collections::BTreeMap,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread,
@@ -26,6 +27,7 @@ use crate::{
     telemetry::{Snapshot, Telemetry},
     tls::{AttachedFile, TlsStats, TlsTracker},
 };
+use sonde_proto::Decision;
 
 /// A stream sink whose counters the capture publishes, and which may need time to pass.
 pub trait Observed {
@@ -52,8 +54,69 @@ impl<O: SpanSink, R: ResourceSource> Observed for SpanStage<O, R> {
     }
 }
 
+/// Per-cgroup decisions that change while the capture runs (the Kubernetes toggle): the
+/// writer publishes the whole desired set; the capture applies the difference to the kernel's
+/// cgroup map on its next tick.
+#[derive(Clone, Debug, Default)]
+pub struct CgroupUpdates {
+    inner: Arc<Mutex<(u64, BTreeMap<u64, Decision>)>>,
+}
+
+impl CgroupUpdates {
+    /// Replaces the desired set (cgroup id → decision); cgroups left out get no decision.
+    pub fn set(&self, desired: BTreeMap<u64, Decision>) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1 != desired {
+            g.0 += 1;
+            g.1 = desired;
+        }
+    }
+
+    /// The version and set, if newer than `seen`.
+    fn newer(&self, seen: u64) -> Option<(u64, BTreeMap<u64, Decision>)> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (g.0 != seen).then(|| (g.0, g.1.clone()))
+    }
+}
+
+/// Applies the newest desired cgroup set to the kernel.
+#[derive(Default)]
+struct AppliedCgroups {
+    version: u64,
+    applied: BTreeMap<u64, Decision>,
+}
+
+impl AppliedCgroups {
+    fn sync(&mut self, updates: &CgroupUpdates, probes: &mut Probes) {
+        let Some((version, desired)) = updates.newer(self.version) else {
+            return;
+        };
+        let mut failed = false;
+        for (&id, &d) in &desired {
+            if self.applied.get(&id) != Some(&d) && probes.set_cgroup(id, d).is_err() {
+                failed = true;
+            }
+        }
+        for &id in self.applied.keys() {
+            if !desired.contains_key(&id) && probes.set_cgroup(id, Decision::Unset).is_err() {
+                failed = true;
+            }
+        }
+        if failed {
+            tracing::warn!("could not write every cgroup decision to the kernel; retrying");
+            self.applied.clear();
+            return;
+        }
+        tracing::debug!("traced cgroups: {} (version {version})", desired.len());
+        self.version = version;
+        self.applied = desired;
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
+    /// Cgroup decisions that change at runtime, applied every tick.
+    pub cgroup_updates: Option<CgroupUpdates>,
     pub probes: ProbeConfig,
     pub limits: Limits,
     /// Longest time an event waits in the ring buffer on a quiet host.
@@ -65,6 +128,7 @@ pub struct CaptureConfig {
 impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
+            cgroup_updates: None,
             probes: ProbeConfig::default(),
             limits: Limits::default(),
             poll_interval: Duration::from_millis(20),
@@ -316,6 +380,10 @@ pub async fn run<S: StreamSink + Observed>(
     );
     let mut ticks: u64 = 0;
     let mut runtimes = Runtimes::default();
+    let mut cgroups = AppliedCgroups::default();
+    if let Some(u) = &config.cgroup_updates {
+        cgroups.sync(u, &mut probes);
+    }
     loop {
         tokio::select! {
             r = source.next_batch(&mut batch, &mut errors) => {
@@ -339,6 +407,9 @@ pub async fn run<S: StreamSink + Observed>(
                 }
             }
             _ = tick.tick() => {
+                if let Some(u) = &config.cgroup_updates {
+                    cgroups.sync(u, &mut probes);
+                }
                 let now = monotonic_ns();
                 tracker.tick(now, &mut sink);
                 sink.tick(now);

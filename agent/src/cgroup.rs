@@ -6,9 +6,18 @@ use std::{
     path::{Path, PathBuf},
 };
 
+/// The environment variable naming the cgroup v2 root to use instead of the mount found in
+/// mountinfo: in a container, the node's hierarchy mounted from the host (the Helm chart
+/// mounts it at `/host/cgroup`), since the container's own `/sys/fs/cgroup` is namespaced.
+pub const ROOT_ENV: &str = "SONDE_CGROUP_ROOT";
+
 /// Mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup` on pure v2 hosts,
-/// `/sys/fs/cgroup/unified` on hybrid ones), from `/proc/self/mountinfo`.
+/// `/sys/fs/cgroup/unified` on hybrid ones), from `/proc/self/mountinfo`, unless
+/// `SONDE_CGROUP_ROOT` names one.
 pub fn v2_mount() -> Option<PathBuf> {
+    if let Some(root) = std::env::var_os(ROOT_ENV).filter(|r| !r.is_empty()) {
+        return Some(PathBuf::from(root));
+    }
     let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
     parse_mountinfo_cgroup2(&text)
 }

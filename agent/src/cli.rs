@@ -23,12 +23,18 @@ use sonde_export::{
 use sonde_protocol::route::RoutePattern;
 
 use crate::{
-    capture::{Capture, CaptureConfig, CaptureHandle, Observed, Summary},
+    capture::{Capture, CaptureConfig, CaptureHandle, CgroupUpdates, Observed, Summary},
     cgroup,
     config::{ConfigFileError, FileConfig, OutputFormat},
     conn::StreamSink,
     debug_view::DebugView,
     doctor,
+    k8s::{
+        enrich::{KubeResources, NodeResources},
+        store::{SharedStore, Store},
+        toggle::{Controller, ControllerOptions},
+        watch,
+    },
     privacy::{Policy, PrivacyError},
     probes::{FilterSpec, ProbeConfig},
     sampling::{SamplingConfig, SamplingError, sink::PolicySink},
@@ -53,6 +59,15 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Turn a pcap or pcapng capture into spans, without root.
     Replay(ReplayArgs),
+    /// Which pods a running `sonde run --kubernetes` traces, and why (asks its /targets).
+    Targets {
+        /// The agent's metrics address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+        address: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check what this host offers and what sonde will use; exits non-zero if tracing cannot work.
     Doctor {
         /// Print the report as JSON.
@@ -114,8 +129,28 @@ pub struct RunArgs {
     pub sampling_ratio: Option<f64>,
     /// Do not put `traceparent` into outgoing HTTP requests (spans are still linked inside each
     /// process, but calls to other services start new traces).
-    #[arg(long, env = "SONDE_NO_INJECT")]
+    #[arg(long, env = "SONDE_NO_INJECT", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_inject: bool,
+    /// Kubernetes node mode: k8s.* resource attributes from this node's pods, and tracing by
+    /// the `sonde.dev/tracing` annotation of namespaces and pods (only pods are traced).
+    #[arg(long, env = "SONDE_KUBERNETES", value_parser = clap::builder::BoolishValueParser::new())]
+    pub kubernetes: bool,
+    /// This node's name (the chart sets it from `spec.nodeName`).
+    #[arg(long, value_name = "NAME", env = "SONDE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// `k8s.cluster.name` on every span.
+    #[arg(long, value_name = "NAME", env = "SONDE_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Pods without a `sonde.dev/tracing` annotation (nor on their namespace): traced except in
+    /// kube-system and sonde's own namespace, or not traced.
+    #[arg(long, value_enum, value_name = "POLICY", env = "SONDE_DEFAULT_POLICY")]
+    pub default_policy: Option<crate::k8s::DefaultPolicy>,
+    /// sonde's own namespace (the chart sets it from `metadata.namespace`).
+    #[arg(long, value_name = "NAMESPACE", env = "SONDE_NAMESPACE")]
+    pub own_namespace: Option<String>,
+    /// Kubeconfig file (default: the in-cluster service account, else $KUBECONFIG).
+    #[arg(long, value_name = "FILE", env = "SONDE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// Payload bytes shown per chunk in the debug output.
     #[arg(long, default_value_t = 96)]
     pub preview_bytes: usize,
@@ -268,6 +303,21 @@ pub enum ArgError {
          [export.otlp] endpoint"
     )]
     NoEndpoint,
+    #[error(
+        "--kubernetes needs this node's name: set SONDE_NODE_NAME (the chart sets it from \
+         spec.nodeName with the downward API), --node-name, or [kubernetes] node_name"
+    )]
+    NoNodeName,
+    #[error(
+        "--kubernetes needs a cgroup v2 hierarchy (the kernel filter and pod lookup use cgroup \
+         v2 ids) and none is mounted; mount one (`mount -t cgroup2 none /sys/fs/cgroup/unified`) \
+         or name the node's in SONDE_CGROUP_ROOT"
+    )]
+    NoCgroupRoot,
+    #[error("SONDE_CGROUP_ROOT {0}: not a directory; name the node's cgroup v2 mount")]
+    CgroupRoot(PathBuf),
+    #[error("[kubernetes] max_pods {0} must be at least 1")]
+    MaxPods(usize),
 }
 
 /// Everything `sonde run` needs, resolved from file, environment and flags.
@@ -285,6 +335,8 @@ pub struct RunPlan {
     pub privacy: Policy,
     /// Span metrics on, and their OTLP push interval.
     pub span_metrics: Option<Duration>,
+    /// Kubernetes node mode, when asked for.
+    pub kubernetes: Option<crate::k8s::KubePlan>,
 }
 
 impl RunArgs {
@@ -332,7 +384,9 @@ impl RunArgs {
                 .chain(&file.capture.exclude_pids)
                 .map(|&p| (p, Decision::Ignore)),
         );
-        let selective = !trace_pids.is_empty() || !cgroups.is_empty();
+        let kubernetes = self.kube_plan(&file.kubernetes, &env)?;
+        // In Kubernetes mode only pods are traced: the toggle controller adds their cgroups.
+        let selective = !trace_pids.is_empty() || !cgroups.is_empty() || kubernetes.is_some();
         let (env_ratio, env_parent) = crate::sampling::from_otel_env(
             env("OTEL_TRACES_SAMPLER").as_deref(),
             env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
@@ -471,7 +525,52 @@ impl RunArgs {
             sampling,
             privacy,
             span_metrics,
+            kubernetes,
         })
+    }
+
+    /// The Kubernetes settings: file < environment (SONDE_*, read by clap for flags) < flags.
+    fn kube_plan(
+        &self,
+        file: &crate::config::KubernetesSection,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<crate::k8s::KubePlan>, ArgError> {
+        if !(self.kubernetes || file.enabled.unwrap_or(false)) {
+            return Ok(None);
+        }
+        let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        let node = non_empty(self.node_name.clone())
+            .or_else(|| non_empty(env("SONDE_NODE_NAME")))
+            .or_else(|| non_empty(file.node_name.clone()))
+            .ok_or(ArgError::NoNodeName)?;
+        let own_namespace = non_empty(self.own_namespace.clone())
+            .or_else(|| non_empty(env("SONDE_NAMESPACE")))
+            .or_else(|| non_empty(file.namespace.clone()));
+        let cgroup_root = cgroup::v2_mount().ok_or(ArgError::NoCgroupRoot)?;
+        if !cgroup_root.is_dir() {
+            return Err(ArgError::CgroupRoot(cgroup_root));
+        }
+        let mut limits = crate::k8s::store::StoreLimits::default();
+        if let Some(n) = file.max_pods {
+            if n == 0 {
+                return Err(ArgError::MaxPods(n));
+            }
+            limits.max_pods = n;
+        }
+        Ok(Some(crate::k8s::KubePlan {
+            node,
+            cluster: non_empty(self.cluster_name.clone())
+                .or_else(|| non_empty(file.cluster_name.clone())),
+            policy: crate::k8s::TogglePolicy::new(
+                self.default_policy
+                    .or(file.default_policy)
+                    .unwrap_or_default(),
+                own_namespace.as_deref(),
+            ),
+            kubeconfig: self.kubeconfig.clone().or(file.kubeconfig.clone()),
+            cgroup_root,
+            limits,
+        }))
     }
 }
 
@@ -481,6 +580,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Replay(args) => replay(args),
+        Command::Targets { address, json } => targets(&address, json),
         Command::Doctor { json } => {
             let report = doctor::run();
             if json {
@@ -686,14 +786,31 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
         }
         _ => None,
     };
+    let mut config = plan.capture.clone();
+    let kube = match &plan.kubernetes {
+        Some(k) => {
+            let node = start_kubernetes(k).await?;
+            config.cgroup_updates = Some(node.updates.clone());
+            Some(node)
+        }
+        None => None,
+    };
     let _metrics = match plan.metrics {
         Some(addr) => {
             let t = telemetry.clone();
             let t2 = telemetry.clone();
+            let targets = kube.as_ref().map(|k| {
+                let shared = k.controller.targets.clone();
+                Arc::new(move || {
+                    let t = shared.lock().map(|t| t.clone()).unwrap_or_default();
+                    serde_json::to_string_pretty(&t).unwrap_or_default()
+                }) as Arc<dyn Fn() -> String + Send + Sync>
+            });
             let state = MetricsState {
                 render: Arc::new(move || t.render_prometheus()),
                 render_openmetrics: Some(Arc::new(move || t2.render_openmetrics())),
                 ready: telemetry.ready.clone(),
+                targets,
             };
             match MetricsServer::bind(addr, state).await {
                 Ok(s) => {
@@ -712,8 +829,19 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
         None => None,
     };
 
-    let config = plan.capture.clone();
-    let who = if args.pids.is_empty()
+    let resources = || match (&plan.kubernetes, &kube) {
+        (Some(k), Some(node)) => NodeResources::Kube(Box::new(
+            KubeResources::new(node.store.clone(), k.node.clone(), k.cluster.clone())
+                .with_cgroups(node.controller.cgroups.clone()),
+        )),
+        _ => NodeResources::Host(crate::enrich::ProcessCache::default()),
+    };
+    let who = if let Some(k) = &plan.kubernetes {
+        format!(
+            "the pods of node {} that sonde.dev/tracing selects (default policy {})",
+            k.node, k.policy.default
+        )
+    } else if args.pids.is_empty()
         && args.cgroups.is_empty()
         && plan.capture.probes.filter.default == Decision::Trace
     {
@@ -733,8 +861,9 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             .1
         }
         (Some(p), _) => {
-            let stage = SpanStage::live(
+            let stage = SpanStage::live_with(
                 plan.http.clone(),
+                resources(),
                 policy_sink(QueueSink(p.queue()), &plan, &span_metrics, &telemetry),
             );
             let (mut stage, summary) = capture_until(
@@ -753,8 +882,9 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
                 }),
                 out: line_writer(&plan.output_file)?,
             };
-            let stage = SpanStage::live(
+            let stage = SpanStage::live_with(
                 plan.http.clone(),
+                resources(),
                 policy_sink(trees, &plan, &span_metrics, &telemetry),
             );
             let (mut stage, summary) = capture_until(
@@ -768,8 +898,9 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
             summary
         }
         (None, _) => {
-            let stage = SpanStage::live(
+            let stage = SpanStage::live_with(
                 plan.http.clone(),
+                resources(),
                 policy_sink(NullSink, &plan, &span_metrics, &telemetry),
             );
             capture_until(
@@ -823,6 +954,157 @@ fn policy_sink<O: SpanSink>(
     let stats = sink.stats();
     telemetry.add_renderer(Arc::new(move |w| stats.render(w)));
     sink
+}
+
+/// The Kubernetes side of `sonde run --kubernetes`: watches, store and toggle controller.
+struct KubeNode {
+    store: SharedStore,
+    updates: CgroupUpdates,
+    controller: Controller,
+    _watches: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for KubeNode {
+    fn drop(&mut self) {
+        for w in &self._watches {
+            w.abort();
+        }
+    }
+}
+
+async fn start_kubernetes(k: &crate::k8s::KubePlan) -> Result<KubeNode, String> {
+    let client = watch::client(k.kubeconfig.as_deref())
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = Store::shared(k.limits);
+    let opts = watch::WatchOptions::default();
+    let watches = vec![
+        tokio::spawn(watch::watch_pods(
+            client.clone(),
+            k.node.clone(),
+            store.clone(),
+            opts.clone(),
+        )),
+        tokio::spawn(watch::watch_namespaces(client, store.clone(), opts)),
+    ];
+    let updates = CgroupUpdates::default();
+    let controller = Controller::spawn(
+        store.clone(),
+        k.policy.clone(),
+        k.node.clone(),
+        k.cgroup_root.clone(),
+        updates.clone(),
+        ControllerOptions::default(),
+    );
+    tracing::info!(
+        "kubernetes: watching the pods of node {} and namespaces; default policy {}",
+        k.node,
+        k.policy.default
+    );
+    Ok(KubeNode {
+        store,
+        updates,
+        controller,
+        _watches: watches,
+    })
+}
+
+/// `sonde targets`: the running agent's /targets, as a table or JSON.
+fn targets(address: &str, json: bool) -> ExitCode {
+    use std::io::Read as _;
+    let fetch = || -> Result<String, String> {
+        let addr: SocketAddr = address
+            .parse()
+            .map_err(|_| format!("--address {address}: expected IP:PORT such as 127.0.0.1:9464"))?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .map_err(|e| format!("cannot reach sonde at {addr}: {e}; is `sonde run --kubernetes` running with --metrics-address {addr}?"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        write!(
+            s,
+            "GET /targets HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(format!(
+                "{addr}/targets: {}; the agent runs without --kubernetes?",
+                head.lines().next().unwrap_or("no answer")
+            ));
+        }
+        Ok(body.to_owned())
+    };
+    let body = match fetch() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    let t: crate::k8s::toggle::Targets = match serde_json::from_str(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sonde: unexpected /targets answer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", render_targets(&t));
+    ExitCode::SUCCESS
+}
+
+/// The `sonde targets` table.
+pub fn render_targets(t: &crate::k8s::toggle::Targets) -> String {
+    let mut out = format!(
+        "node {} (default policy {}){}; {} traced cgroups\n",
+        t.node,
+        t.policy,
+        if t.synced { "" } else { ", not synced yet" },
+        t.traced_cgroups
+    );
+    let rows: Vec<[String; 5]> = t
+        .pods
+        .iter()
+        .map(|p| {
+            let found = p
+                .containers
+                .iter()
+                .filter(|c| !c.cgroups.is_empty())
+                .count();
+            [
+                format!("{}/{}", p.namespace, p.pod),
+                if p.traced { "yes" } else { "no" }.into(),
+                if p.ignored.is_empty() {
+                    p.why.clone()
+                } else {
+                    format!("{} (ignored {})", p.why, p.ignored.join(", "))
+                },
+                p.service_name.clone(),
+                format!("{found}/{}", p.containers.len()),
+            ]
+        })
+        .collect();
+    let header = ["POD", "TRACED", "WHY", "SERVICE", "CONTAINERS FOUND"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Runs a capture until a signal or the duration; returns its sink and totals.
@@ -1010,5 +1292,135 @@ mod tests {
             "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kubernetes_settings_from_file_environment_and_flags() {
+        let plan = |args: &RunArgs, vars: &[(&str, &str)]| {
+            args.plan(env(vars))
+                .map(|p| p.kubernetes)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(plan(&RunArgs::default(), &[]).unwrap(), None);
+        let on = RunArgs {
+            kubernetes: true,
+            ..RunArgs::default()
+        };
+        let e = plan(&on, &[]).unwrap_err();
+        assert!(
+            e.contains("SONDE_NODE_NAME") && e.contains("--node-name"),
+            "{e}"
+        );
+        let Ok(Some(k)) = plan(
+            &on,
+            &[("SONDE_NODE_NAME", "n1"), ("SONDE_NAMESPACE", "obs")],
+        ) else {
+            // No cgroup v2 here: the error says how to get one.
+            let e = plan(&on, &[("SONDE_NODE_NAME", "n1")]).unwrap_err();
+            assert!(e.contains("cgroup v2"), "{e}");
+            return;
+        };
+        assert_eq!(k.node, "n1");
+        assert_eq!(k.policy.default, crate::k8s::DefaultPolicy::AllExceptSystem);
+        assert_eq!(k.policy.system_namespaces, vec!["kube-system", "obs"]);
+        // Only pods are traced: nothing by default, the toggle adds cgroups.
+        let p = on.plan(env(&[("SONDE_NODE_NAME", "n1")])).unwrap();
+        assert_eq!(p.capture.probes.filter.default, Decision::Ignore);
+
+        let dir = std::env::temp_dir().join(format!("sonde-cli-k8s-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sonde.toml");
+        std::fs::write(
+            &file,
+            "[kubernetes]\nenabled = true\nnode_name = \"from-file\"\ncluster_name = \"c\"\n\
+             default_policy = \"opt-in\"\nmax_pods = 10\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(file.clone()),
+            ..RunArgs::default()
+        };
+        let k = plan(&args, &[]).unwrap().unwrap();
+        assert_eq!(
+            (k.node.as_str(), k.cluster.as_deref(), k.limits.max_pods),
+            ("from-file", Some("c"), 10)
+        );
+        assert_eq!(k.policy.default, crate::k8s::DefaultPolicy::OptIn);
+        // Flags win over the environment, which wins over the file.
+        let k = plan(&args, &[("SONDE_NODE_NAME", "from-env")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.node, "from-env");
+        let flags = RunArgs {
+            node_name: Some("from-flag".into()),
+            default_policy: Some(crate::k8s::DefaultPolicy::AllExceptSystem),
+            ..args.clone()
+        };
+        let k = plan(&flags, &[("SONDE_NODE_NAME", "from-env")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(k.node, "from-flag");
+        assert_eq!(k.policy.default, crate::k8s::DefaultPolicy::AllExceptSystem);
+        std::fs::write(&file, "[kubernetes]\nenabled = true\nmax_pods = 0\n").unwrap();
+        let e = plan(&args, &[("SONDE_NODE_NAME", "n")]).unwrap_err();
+        assert!(e.contains("max_pods 0"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn targets_table() {
+        use crate::k8s::toggle::{ContainerTarget, PodTarget, Targets};
+        let pod = |ns: &str, name: &str, traced: bool, why: &str, found: bool| PodTarget {
+            namespace: ns.into(),
+            pod: name.into(),
+            uid: "u".into(),
+            traced,
+            reason: String::new(),
+            why: why.into(),
+            ignored: if traced {
+                vec![]
+            } else {
+                vec!["pod sonde.dev/tracing=\"yes\"".into()]
+            },
+            service_name: name.into(),
+            service_name_source: crate::k8s::model::ServiceNameSource::Container,
+            workload: None,
+            containers: vec![ContainerTarget {
+                name: "c".into(),
+                id: None,
+                cgroups: if found { vec![1] } else { vec![] },
+            }],
+        };
+        let t = Targets {
+            node: "n1".into(),
+            policy: "opt-in".into(),
+            synced: true,
+            traced_cgroups: 1,
+            pods: vec![
+                pod(
+                    "shop",
+                    "web",
+                    true,
+                    "namespace annotation sonde.dev/tracing",
+                    true,
+                ),
+                pod("kube-system", "dns", false, "default policy opt-in", false),
+            ],
+            ..Targets::default()
+        };
+        let text = render_targets(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "node n1 (default policy opt-in); 1 traced cgroups"
+        );
+        assert!(lines[1].starts_with("POD") && lines[1].contains("CONTAINERS FOUND"));
+        assert!(lines[2].starts_with("shop/web         yes"), "{text}");
+        assert!(lines[2].ends_with("1/1"), "{text}");
+        assert!(
+            lines[3].contains("default policy opt-in (ignored pod sonde.dev/tracing=\"yes\")"),
+            "{text}"
+        );
+        assert!(lines[3].ends_with("0/1"), "{text}");
     }
 }

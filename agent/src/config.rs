@@ -52,6 +52,15 @@
 //! pattern = "sk_live_[A-Za-z0-9]+"
 //! replacement = "REDACTED"
 //!
+//! [kubernetes]          # pod metadata and the sonde.dev/tracing toggle (--kubernetes)
+//! enabled = false                     # default false; SONDE_KUBERNETES=1
+//! node_name = "node-1"                # default $SONDE_NODE_NAME (the downward API's spec.nodeName)
+//! cluster_name = "prod"               # k8s.cluster.name; default none
+//! default_policy = "all-except-system" # or "opt-in"
+//! namespace = "sonde"                 # sonde's own namespace (never traced by default); default $SONDE_NAMESPACE
+//! kubeconfig = "/etc/kubeconfig"      # default: in-cluster service account, else $KUBECONFIG
+//! max_pods = 2048                     # pods kept in memory
+//!
 //! [export.otlp]         # the OTEL_EXPORTER_OTLP_* / OTEL_BSP_* settings
 //! endpoint = "http://collector:4317"
 //! protocol = "grpc"
@@ -85,6 +94,8 @@ pub struct FileConfig {
     pub span_metrics: SpanMetricsSection,
     #[serde(default)]
     pub privacy: crate::privacy::PrivacySection,
+    #[serde(default)]
+    pub kubernetes: KubernetesSection,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -94,6 +105,26 @@ pub struct SpanMetricsSection {
     pub enabled: Option<bool>,
     /// OTLP push interval in ms (`OTEL_METRIC_EXPORT_INTERVAL`). Default 60000.
     pub export_interval_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSection {
+    /// Watch this node's pods and namespaces; trace pods by the `sonde.dev/tracing` toggle.
+    /// Default false.
+    pub enabled: Option<bool>,
+    /// This node's name. Default `$SONDE_NODE_NAME`.
+    pub node_name: Option<String>,
+    /// `k8s.cluster.name` on every span. Default none.
+    pub cluster_name: Option<String>,
+    /// Pods without annotations: `all-except-system` (default) or `opt-in`.
+    pub default_policy: Option<crate::k8s::DefaultPolicy>,
+    /// sonde's own namespace, left out by `all-except-system`. Default `$SONDE_NAMESPACE`.
+    pub namespace: Option<String>,
+    /// Kubeconfig file. Default: the in-cluster service account, else `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Most pods kept in memory. Default 2048.
+    pub max_pods: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -295,6 +326,17 @@ capture_headers = []
             .unwrap_err()
             .to_string();
         assert!(e.contains("xml") && e.contains("console"), "{e}");
+        let e = FileConfig::parse(
+            Path::new("t.toml"),
+            "[kubernetes]\ndefault_policy = \"opt-out\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("opt-out") && e.contains("opt-in"), "{e}");
+        let e = FileConfig::parse(Path::new("t.toml"), "[kubernetes]\nnode = \"n\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`node`") && e.contains("node_name"), "{e}");
         let e = FileConfig::parse(Path::new("t.toml"), "[export.otlp]\nendpoit = \"x\"\n")
             .unwrap_err()
             .to_string();

@@ -15,6 +15,7 @@ pub mod debug_view;
 pub mod doctor;
 pub mod enrich;
 pub mod events;
+pub mod k8s;
 pub mod privacy;
 pub mod probes;
 pub mod procfs;

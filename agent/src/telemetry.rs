@@ -44,10 +44,9 @@ pub type Renderer = Arc<dyn Fn(&mut prom::Writer) + Send + Sync>;
 
 /// CPU seconds (user + system) and resident bytes of this process.
 fn process_usage() -> (f64, u64) {
-    let mut ru = libc::rusage {
-        // SAFETY: rusage is plain integers; all-zero is valid.
-        ..unsafe { std::mem::zeroed() }
-    };
+    // SAFETY: rusage is plain integers; all-zero is valid. (Not a struct literal: musl's
+    // rusage has private reserved fields.)
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid pointer to a rusage.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let cpu = ru.ru_utime.tv_sec as f64

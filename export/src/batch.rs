@@ -552,6 +552,11 @@ impl Worker {
                 }
                 written += 1;
             }
+            // A batch is visible once written (a file behind a BufWriter would otherwise hold
+            // it until exit).
+            if result.is_ok() {
+                result = w.flush();
+            }
             (w, written, result)
         })
         .await;

@@ -51,6 +51,9 @@ pub struct MetricsState {
     pub render_openmetrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// `/readyz` answers 200 while this is set, else 503.
     pub ready: Arc<AtomicBool>,
+    /// Renders `/targets` (JSON: which pods are traced and why) in Kubernetes mode; without
+    /// it `/targets` is 404.
+    pub targets: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// A running server; stops when [`MetricsServer::shutdown`] is called or it is dropped.
@@ -153,7 +156,8 @@ fn route(method: &str, target: &str, state: &MetricsState, openmetrics: bool) ->
         body: body.to_owned(),
         allow: false,
     };
-    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+    let targets = path == "/targets" && state.targets.is_some();
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") && !targets {
         return text(
             "404 Not Found",
             "not found: try /metrics, /healthz or /readyz\n",
@@ -180,6 +184,12 @@ fn route(method: &str, target: &str, state: &MetricsState, openmetrics: bool) ->
             },
         },
         "/healthz" => text("200 OK", "ok\n"),
+        "/targets" => Response {
+            status: "200 OK",
+            content_type: "application/json",
+            body: state.targets.as_ref().map(|f| f()).unwrap_or_default(),
+            allow: false,
+        },
         _ if state.ready.load(Ordering::Relaxed) => text("200 OK", "ready\n"),
         _ => text("503 Service Unavailable", "not ready\n"),
     }
@@ -276,6 +286,7 @@ mod tests {
                 }),
                 render_openmetrics: Some(Arc::new(|| "# EOF\n".to_owned())),
                 ready: Arc::clone(&ready),
+                targets: Some(Arc::new(|| "{\"pods\":[]}".to_owned())),
             },
         )
         .await
@@ -326,6 +337,11 @@ mod tests {
                 .starts_with("HTTP/1.1 200 OK")
         );
 
+        let t = get(addr, "GET /targets HTTP/1.1\r\n\r\n").await;
+        assert!(
+            t.starts_with("HTTP/1.1 200 OK") && t.ends_with("\r\n\r\n{\"pods\":[]}"),
+            "{t}"
+        );
         assert!(
             get(addr, "GET /nope HTTP/1.1\r\n\r\n")
                 .await

@@ -404,6 +404,9 @@ pub struct ConnOpenEvent {
     /// The task's `comm` (NUL-padded): short-lived processes may be gone before the agent
     /// can read `/proc`.
     pub comm: [u8; 16],
+    /// cgroup v2 id of the task (`bpf_get_current_cgroup_id`): which container it runs in,
+    /// even after the process is gone.
+    pub cgroup_id: u64,
 }
 
 /// A TCP connection ended, or its fd stopped naming it.
@@ -873,7 +876,8 @@ const _: () = {
     assert!(offset_of!(DataEvent, seq) == 40);
     assert!(offset_of!(DataEvent, orig_len) == 48);
     assert!(offset_of!(DataEvent, flags) == 63);
-    assert!(size_of::<ConnOpenEvent>() == 112);
+    assert!(size_of::<ConnOpenEvent>() == 120);
+    assert!(offset_of!(ConnOpenEvent, cgroup_id) == 112);
     assert!(offset_of!(ConnOpenEvent, local_addr) == 56);
     assert!(offset_of!(ConnOpenEvent, netns) == 88);
     assert!(size_of::<ConnCloseEvent>() == 64);

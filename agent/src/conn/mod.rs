@@ -61,6 +61,8 @@ pub struct ConnInfo {
     pub opened_ns: u64,
     /// The streams are TLS plaintext from the TLS probes (the socket's ciphertext is ignored).
     pub tls: bool,
+    /// cgroup v2 id of the process when the connection was found (0 if unknown).
+    pub cgroup_id: u64,
 }
 
 /// Why part of a stream is missing.
@@ -321,6 +323,7 @@ impl ConnTracker {
             comm: o.comm,
             opened_ns: o.meta.exit_ns,
             tls: false,
+            cgroup_id: o.cgroup_id,
         };
         if info.role == Role::Unknown {
             info.role = (self.resolve_role)(&info);
@@ -347,6 +350,7 @@ impl ConnTracker {
                 comm: String::new(),
                 opened_ns: d.meta.enter_ns,
                 tls: false,
+                cgroup_id: 0,
             };
             self.insert(info, now, sink);
         }

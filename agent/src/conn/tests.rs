@@ -26,6 +26,7 @@ fn open(id: u64, pid: u32, fd: u32, t: u64) -> Event {
         tcp_state: 1,
         netns: 0,
         comm: "test".into(),
+        cgroup_id: 0,
     })
 }
 

@@ -78,6 +78,8 @@ pub struct ConnOpenEv {
     pub netns: u32,
     /// The process's command name when the connection was found.
     pub comm: String,
+    /// The process's cgroup v2 id when the connection was found (0 if unknown).
+    pub cgroup_id: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,6 +257,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 tcp_state: c.state,
                 netns: c.netns,
                 comm: comm_str(&c.comm),
+                cgroup_id: c.cgroup_id,
             })
         }
         EventKind::ConnClose => {
@@ -465,6 +468,7 @@ mod tests {
             state: 1,
             netns: 4026531840,
             comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            cgroup_id: 4242,
             ..Default::default()
         };
         ev.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
@@ -478,6 +482,7 @@ mod tests {
         assert_eq!(c.source, ConnSource::Connect);
         assert_eq!(c.netns, 4026531840);
         assert_eq!(c.comm, "curl");
+        assert_eq!(c.cgroup_id, 4242);
 
         ev.family = 10;
         ev.local_addr = std::net::Ipv6Addr::LOCALHOST.octets();

@@ -233,6 +233,7 @@ impl Reassembler {
                     tcp_state: 1,
                     netns: 0,
                     comm: String::new(),
+                    cgroup_id: 0,
                 }));
             }
         }

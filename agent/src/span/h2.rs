@@ -508,6 +508,7 @@ mod tests {
             comm: String::new(),
             opened_ns: 0,
             tls: false,
+            cgroup_id: 0,
         };
         let ids = Ids {
             trace_id: TraceId([1; 16]),

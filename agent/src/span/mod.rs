@@ -221,6 +221,13 @@ impl<O: SpanSink> SpanStage<O, ProcessCache> {
 }
 
 impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
+    /// The stage for live capture with another resource source (Kubernetes, say).
+    pub fn live_with(config: HttpConfig, resources: R, out: O) -> Self {
+        let mut s = Self::new(config, WallClock::measure(), resources, out);
+        s.live_clock = true;
+        s
+    }
+
     pub fn new(config: HttpConfig, clock: WallClock, resources: R, out: O) -> Self {
         Self {
             config,
@@ -349,14 +356,11 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
 
     fn resource_of(&mut self, id: u64) -> Option<Arc<Resource>> {
         let c = self.conns.get_mut(&id)?;
-        Some(match &c.resource {
-            Some(r) => r.clone(),
-            None => {
-                let r = self.resources.resource(&c.info);
-                c.resource = Some(r.clone());
-                r
-            }
-        })
+        // Asked per span, not once per connection: sources cache per process, and a
+        // Kubernetes source may learn the pod (or a new annotation) while a connection lives.
+        let r = self.resources.resource(&c.info);
+        c.resource = Some(r.clone());
+        Some(r)
     }
 
     fn count_span(&mut self, span: &Span) {
