@@ -272,6 +272,7 @@ mod tests {
             comm: "python3".into(),
             opened_ns: 0,
             cgroup_id: 0,
+            tls: false,
         }
     }
 
