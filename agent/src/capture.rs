@@ -182,6 +182,7 @@ impl Summary {
             ("tls.files_attached", self.tls.files_attached),
             ("tls.files_detached", self.tls.files_detached),
             ("tls.attach_failures", self.tls.attach_failures),
+            ("tls.users_swept", self.tls.users_swept),
             ("events.records", self.records),
             ("events.decode_errors", self.decode_errors.total()),
             ("conns.tracked_now", self.conns_tracked as u64),
@@ -366,7 +367,12 @@ pub async fn run<S: StreamSink + Observed>(
     let mut errors = DecodeErrors::default();
     let mut batch = Vec::with_capacity(4096);
     let mut tick = tokio::time::interval(config.tick_interval);
-    // TLS libraries of running processes are attached before sonde says it is ready.
+    // The traced set first (the TLS scan looks at traced processes only), then the TLS
+    // libraries of running processes, before sonde says it is ready.
+    let mut cgroups = AppliedCgroups::default();
+    if let Some(u) = &config.cgroup_updates {
+        cgroups.sync(u, &mut probes);
+    }
     let mut tls = TlsTracker::default();
     tls.start(&mut probes);
     ready.store(true, Ordering::Release);
@@ -380,10 +386,6 @@ pub async fn run<S: StreamSink + Observed>(
     );
     let mut ticks: u64 = 0;
     let mut runtimes = Runtimes::default();
-    let mut cgroups = AppliedCgroups::default();
-    if let Some(u) = &config.cgroup_updates {
-        cgroups.sync(u, &mut probes);
-    }
     loop {
         tokio::select! {
             r = source.next_batch(&mut batch, &mut errors) => {

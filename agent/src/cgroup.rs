@@ -71,6 +71,12 @@ pub fn of_pid(pid: u32) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The cgroup v2 id of a process (what `bpf_get_current_cgroup_id` returns for its tasks).
+pub fn id_of_pid(pid: u32) -> Option<u64> {
+    let rel = of_pid(pid)?;
+    id_of(&v2_mount()?.join(rel.trim_start_matches('/'))).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

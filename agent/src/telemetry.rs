@@ -175,6 +175,24 @@ impl Telemetry {
         .sample(&[("kind", "reordered")], c.reordered as f64)
         .sample(&[("kind", "resequenced")], c.resequenced as f64)
         .sample(&[("kind", "reorder_overflow")], c.pending_overflows as f64);
+        let t = &s.capture.tls;
+        w.gauge(
+            "sonde_tls_files_attached",
+            "Files (libssl, Go binaries) with TLS uprobes attached now.",
+        )
+        .sample(&[], s.capture.tls_files.len() as f64);
+        w.counter(
+            "sonde_tls_files_total",
+            "TLS files by what happened to them: attached, detached (unused), failed to attach.",
+        )
+        .sample(&[("event", "attached")], t.files_attached as f64)
+        .sample(&[("event", "detached")], t.files_detached as f64)
+        .sample(&[("event", "attach_failed")], t.attach_failures as f64);
+        w.counter(
+            "sonde_tls_users_swept_total",
+            "Processes dropped from attached TLS files because they were gone without an exit seen.",
+        )
+        .sample(&[], t.users_swept as f64);
         let mut f = w.counter(
             "sonde_protocol_connections_total",
             "Connections by detected protocol.",

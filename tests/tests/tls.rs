@@ -399,7 +399,9 @@ fn go_toolchain(which: &str) -> PathBuf {
     }
 }
 
-fn go_tls_binary(version: &str) -> PathBuf {
+/// A fresh build of the Go TLS peer for one test (`tag`): tests running side by side never
+/// share a binary, so the users of one file are one test's processes.
+fn go_tls_binary(version: &str, tag: &str) -> PathBuf {
     let go = go_toolchain(version);
     assert!(
         go.exists(),
@@ -409,7 +411,7 @@ fn go_tls_binary(version: &str) -> PathBuf {
     let venv = Path::new(&peers_python()).parent().unwrap().to_path_buf();
     let target = venv.join("../../go");
     std::fs::create_dir_all(&target).unwrap();
-    let bin = target.join(format!("go_tls-{version}-{}", std::process::id()));
+    let bin = target.join(format!("go_tls-{version}-{tag}-{}", std::process::id()));
     let status = Command::new(&go)
         .args(["build", "-o"])
         .arg(&bin)
@@ -428,7 +430,7 @@ fn go_tls_binary(version: &str) -> PathBuf {
 }
 
 fn go_server_and_client(version: &str, proto: &str) {
-    let bin_path = go_tls_binary(version);
+    let bin_path = go_tls_binary(version, proto);
     let bin = bin_path.to_str().unwrap();
     let mut cg = TestCgroup::new(&format!("tls-go-{version}-{proto}"));
     let rec = cg.capture_spans();
@@ -478,6 +480,53 @@ fn go_server_and_client(version: &str, proto: &str) {
     assert_eq!(summary.kernel.get(Counter::TlsNoConn), 0, "{summary:?}");
 }
 
+/// A process sonde does not trace that maps a TLS library when sonde starts is not a user of
+/// it: the kernel never reports its exit, so counting it would keep the probes attached for
+/// ever. Here an untraced Go server runs before the agent; the traced client is the file's
+/// only user, and when it exits the file is detached.
+#[test]
+fn an_untraced_process_running_at_start_does_not_keep_probes_attached() {
+    let bin_path = go_tls_binary("1.19", "untraced");
+    let bin = bin_path.to_str().unwrap();
+    let port = free_port();
+    let [cert, key] = cert_args();
+    let mut server = Command::new(bin)
+        .args(["server", &port.to_string(), &cert, &key])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the untraced Go server");
+    assert_eq!(Lines::of(&mut server).next_line(), format!("ready {port}"));
+    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    let cg = TestCgroup::new("tls-go-untraced");
+    let rec = cg.capture_spans();
+    let mut cmd = cg.command(bin);
+    cmd.args(["client", "h1"])
+        .arg(format!("https://127.0.0.1:{port}/hello"));
+    let out = cg.run(cmd);
+    std::thread::sleep(Duration::from_millis(3000));
+    let (spans, _, summary) = rec.finish();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(String::from_utf8(out).unwrap(), "200 HTTP/1.1\n");
+    let name = bin_path.file_name().unwrap().to_str().unwrap();
+    assert!(
+        summary.tls_files.iter().all(|f| !f.path.ends_with(name)),
+        "{:#?}",
+        summary.tls_files
+    );
+    assert!(summary.tls.files_detached >= 1, "{:?}", summary.tls);
+    // The traced client's call is there, read as plaintext; the untraced server is not.
+    assert!(servers(&spans).is_empty(), "{:#?}", describe(&spans));
+    let c = clients(&spans);
+    assert_eq!(c.len(), 1, "{:#?}", describe(&spans));
+    assert_eq!(c[0].name, "GET /hello");
+    assert_eq!(
+        attr_str(c[0], "url.full"),
+        format!("https://127.0.0.1:{port}/hello")
+    );
+    assert_eq!(attr_int(c[0], "http.response.status_code"), 200);
+}
+
 #[test]
 fn go_1_19_tls_http1() {
     go_server_and_client("1.19", "h1");
@@ -504,7 +553,7 @@ fn go_1_27_tls_http2() {
 fn go_binaries_are_inspected_from_their_symbols_and_dwarf() {
     use sonde::tls::elf::{GoOffsets, Inspection, inspect};
     for version in ["1.19", "1.27"] {
-        let bin = go_tls_binary(version);
+        let bin = go_tls_binary(version, "inspect");
         let t = std::time::Instant::now();
         let inspection = inspect(&bin).unwrap();
         eprintln!("Go {version}: inspected in {:?}", t.elapsed());

@@ -536,6 +536,32 @@ impl Probes {
         })
     }
 
+    /// Whether the kernel traces `pid`: the lookup of `agent-ebpf/src/filter.rs` (process, then
+    /// cgroup, then default) done from userspace. A process whose cgroup cannot be read counts
+    /// as traced when the default is to trace.
+    pub fn traces(&self, pid: u32) -> bool {
+        if let Ok(p) = self.procs.get(&pid, 0) {
+            if p.decision == Decision::Trace as u32 {
+                return true;
+            }
+            if p.decision == Decision::Ignore as u32 {
+                return false;
+            }
+        }
+        if let Some(d) = crate::cgroup::id_of_pid(pid).and_then(|id| self.cgroups.get(&id, 0).ok())
+        {
+            if d == Decision::Trace as u32 {
+                return true;
+            }
+            if d == Decision::Ignore as u32 {
+                return false;
+            }
+        }
+        self.filter
+            .get(&0, 0)
+            .is_ok_and(|f| f.default_decision == Decision::Trace as u32)
+    }
+
     /// Drops the kernel's connection entries of an exited process.
     pub fn forget_process(&mut self, pid: u32, fds: impl IntoIterator<Item = u32>) {
         for fd in fds {

@@ -83,6 +83,8 @@ pub struct TlsStats {
     pub files_detached: u64,
     pub attach_failures: u64,
     pub scans: u64,
+    /// Users dropped by the sweep because their process was gone.
+    pub users_swept: u64,
 }
 
 /// Least time between two scans of a process prompted by its connections.
@@ -90,6 +92,10 @@ const CONN_RESCAN_NS: u64 = 1_000_000_000;
 
 /// Rescans of a process after exec: right away, then after these delays (ns).
 const EXEC_RESCANS_NS: [u64; 3] = [20_000_000, 200_000_000, 2_000_000_000];
+
+/// How often the users of attached files are checked for processes that are gone without
+/// their exit being seen (a lost ring-buffer record, or a process that stopped being traced).
+const SWEEP_NS: u64 = 5_000_000_000;
 
 #[derive(Default)]
 pub struct TlsTracker {
@@ -100,6 +106,8 @@ pub struct TlsTracker {
     pending: Vec<(u32, u64, usize)>,
     /// When each process was last scanned for a new connection (ns).
     last_scan: HashMap<u32, u64>,
+    /// When users were last checked against `/proc` (ns).
+    last_sweep: u64,
     pub stats: TlsStats,
 }
 
@@ -125,6 +133,9 @@ impl TlsTracker {
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
                 .filter(|&p| p != std::process::id())
                 .collect();
+            // Only traced processes: the kernel reports the exit of those alone, and a user
+            // whose exit is never seen would keep its files attached for ever.
+            let pids: Vec<u32> = pids.into_iter().filter(|&p| probes.traces(p)).collect();
             for pid in pids {
                 self.scan(probes, pid);
             }
@@ -184,8 +195,21 @@ impl TlsTracker {
         }
     }
 
-    /// Due rescans after exec.
+    /// Due rescans after exec, and now and then the sweep of users that are gone.
     pub fn tick(&mut self, probes: &mut Probes, now_ns: u64) {
+        if now_ns.saturating_sub(self.last_sweep) >= SWEEP_NS {
+            self.last_sweep = now_ns;
+            let gone: Vec<u32> = self
+                .by_pid
+                .keys()
+                .copied()
+                .filter(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+                .collect();
+            for pid in gone {
+                self.stats.users_swept += 1;
+                self.exit(probes, pid);
+            }
+        }
         if self.pending.is_empty() {
             return;
         }
