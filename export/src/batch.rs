@@ -2,23 +2,33 @@
 //!
 //! The producer side ([`SpanQueue::try_send`]) never blocks or awaits: the traced
 //! application's latency must not depend on the collector's. A full queue drops the span
-//! and counts it. The worker sends a batch when `max_export_batch_size` spans wait or when
-//! `schedule_delay` has passed, and retries a failed batch while spans keep queueing up to the
-//! bound: memory stays within `max_queue_size + max_export_batch_size` spans whatever the
-//! collector does.
+//! and counts it. The worker takes a batch when `max_export_batch_size` spans wait or when
+//! `schedule_delay` has passed. OTLP batches go out as tasks, up to `max_concurrent_exports`
+//! at once, each retried on its own while spans keep queueing up to the bound: memory stays
+//! within `max_queue_size + max_concurrent_exports × max_export_batch_size` spans whatever the
+//! collector does. Line sinks write one batch at a time, in order.
 //!
 //! ```text
-//!  pipeline ──try_send──► [ mpsc, capacity max_queue_size ] ──► worker ──► OTLP / lines
+//!  pipeline ──try_send──► [ mpsc, capacity max_queue_size ] ──► worker ──► OTLP tasks / lines
 //!     │ full: dropped{queue_full}                          batch ≤ max_export_batch_size,
 //!     └ closed: dropped{shutdown}                          retried until export_timeout
 //! ```
 
-use std::{io::Write, sync::Arc, time::Duration};
+use std::{
+    io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
+    time::Duration,
+};
 
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest, common::v1::InstrumentationScope,
+};
 use tokio::{
     sync::{Notify, mpsc, oneshot, watch},
-    task::JoinHandle,
+    task::{JoinHandle, JoinSet},
     time::{Instant, sleep_until},
 };
 
@@ -170,7 +180,13 @@ impl ExportPipeline {
             shutdown_deadline: deadline_rx,
             scope: otlp::scope(&options.scope_version),
             sink: match sink {
-                Sink::Otlp(c) => SinkState::Otlp(c),
+                Sink::Otlp(client) => SinkState::Otlp(Arc::new(OtlpExporter {
+                    client,
+                    shared: Arc::clone(&shared),
+                    options: options.clone(),
+                    failing: AtomicBool::new(false),
+                    rejected_warned: AtomicBool::new(false),
+                })),
                 Sink::Lines { writer, format } => SinkState::Lines {
                     writer: Some(writer),
                     format,
@@ -178,6 +194,7 @@ impl ExportPipeline {
             },
             options,
             log: LogState::default(),
+            in_flight: JoinSet::new(),
         };
         Self {
             queue: SpanQueue { tx, shared },
@@ -225,7 +242,7 @@ impl ExportPipeline {
 }
 
 enum SinkState {
-    Otlp(OtlpClient),
+    Otlp(Arc<OtlpExporter>),
     Lines {
         /// `None` only while a blocking write holds it (or after it panicked).
         writer: Option<Box<dyn Write + Send>>,
@@ -236,9 +253,20 @@ enum SinkState {
 /// Log on changes of state, not per batch: hot paths count, they don't log.
 #[derive(Default)]
 struct LogState {
+    /// The line sink's writes fail.
     failing: bool,
     queue_full_seen: u64,
-    rejected_warned: bool,
+}
+
+/// What the OTLP export tasks share: the client, the counters and the state-change logs.
+struct OtlpExporter {
+    client: OtlpClient,
+    shared: Arc<Shared>,
+    options: PipelineOptions,
+    /// Requests fail (logged once per change).
+    failing: AtomicBool,
+    /// The receiver's first partial success was logged.
+    rejected_warned: AtomicBool,
 }
 
 struct Worker {
@@ -250,6 +278,8 @@ struct Worker {
     sink: SinkState,
     options: PipelineOptions,
     log: LogState,
+    /// OTLP batches being exported (at most `max_concurrent_exports`).
+    in_flight: JoinSet<()>,
 }
 
 impl Worker {
@@ -315,6 +345,7 @@ impl Worker {
                     }
                     left = left.saturating_sub(n);
                 }
+                self.wait_in_flight(None).await;
                 self.flush_writer().await;
                 let _ = done.send(());
                 false
@@ -332,6 +363,8 @@ impl Worker {
         while !self.rx.is_empty() && Instant::now() < deadline {
             self.export_next_batch().await;
         }
+        // Batches in flight end by the deadline on their own (they watch it).
+        self.wait_in_flight(None).await;
         let mut left = 0usize;
         while self.rx.try_recv().is_ok() {
             left += 1;
@@ -350,8 +383,28 @@ impl Worker {
         self.note_queue_full();
     }
 
-    /// Takes up to one batch from the queue and exports it; returns how many spans it took.
+    /// Waits until fewer than `room_for` batches are in flight (all done with `None`),
+    /// collecting the finished ones.
+    async fn wait_in_flight(&mut self, room_for: Option<usize>) {
+        while let Some(done) = self.in_flight.try_join_next() {
+            log_task_end(done);
+        }
+        let limit = room_for.unwrap_or(1);
+        while self.in_flight.len() >= limit && !self.in_flight.is_empty() {
+            match self.in_flight.join_next().await {
+                Some(done) => log_task_end(done),
+                None => break,
+            }
+        }
+    }
+
+    /// Takes up to one batch from the queue and exports it (OTLP: starts its task once one
+    /// of the `max_concurrent_exports` slots is free); returns how many spans it took.
     async fn export_next_batch(&mut self) -> usize {
+        if let SinkState::Otlp(_) = self.sink {
+            let slots = self.options.batch.max_concurrent_exports.max(1);
+            self.wait_in_flight(Some(slots)).await;
+        }
         let max = self.options.batch.max_export_batch_size;
         let mut spans = Vec::with_capacity(max.min(self.rx.len()));
         while spans.len() < max {
@@ -365,11 +418,21 @@ impl Worker {
             return 0;
         }
         self.stats().record_dequeued(n);
-        let exported = match &self.sink {
-            SinkState::Otlp(_) => self.export_otlp(spans).await,
-            SinkState::Lines { .. } => self.write_lines(spans).await,
-        };
-        self.stats().record_batch_done(n, exported);
+        match &self.sink {
+            SinkState::Otlp(exporter) => {
+                let exporter = Arc::clone(exporter);
+                let request = otlp::to_request(spans, &self.scope);
+                let deadline = self.shutdown_deadline.clone();
+                self.in_flight.spawn(async move {
+                    let exported = exporter.export(request, n as u64, deadline).await;
+                    exporter.shared.stats.record_batch_done(n, exported);
+                });
+            }
+            SinkState::Lines { .. } => {
+                let exported = self.write_lines(spans).await;
+                self.stats().record_batch_done(n, exported);
+            }
+        }
         self.note_queue_full();
         n
     }
@@ -384,145 +447,6 @@ impl Worker {
                 );
             }
             self.log.queue_full_seen = now;
-        }
-    }
-
-    /// The end of this batch's time: its export timeout, or the shutdown deadline if sooner.
-    /// Also says whether the shutdown deadline is the binding one.
-    fn limit(&self, batch_deadline: Instant) -> (Instant, bool) {
-        match *self.shutdown_deadline.borrow() {
-            Some(s) if s <= batch_deadline => (s, true),
-            _ => (batch_deadline, false),
-        }
-    }
-
-    /// Runs `fut` until it completes or this batch's time runs out (re-evaluated when a
-    /// shutdown sets an earlier deadline). `None` on running out.
-    async fn within<F: Future>(&mut self, batch_deadline: Instant, fut: F) -> Option<F::Output> {
-        tokio::pin!(fut);
-        let mut watching = true;
-        loop {
-            let (limit, _) = self.limit(batch_deadline);
-            tokio::select! {
-                out = &mut fut => return Some(out),
-                _ = sleep_until(limit) => return None,
-                changed = self.shutdown_deadline.changed(), if watching => {
-                    // A dropped sender means no shutdown will come: stop watching.
-                    watching = changed.is_ok();
-                }
-            }
-        }
-    }
-
-    /// Exports one batch with retries; returns how many spans the receiver accepted and
-    /// counts the others as dropped.
-    async fn export_otlp(&mut self, spans: Vec<Span>) -> u64 {
-        let n = spans.len() as u64;
-        let request = otlp::to_request(spans, &self.scope);
-        let batch_deadline = Instant::now() + self.options.batch.export_timeout;
-        let mut backoff = Backoff::new(&self.options.retry);
-        let SinkState::Otlp(client) = &self.sink else {
-            return 0;
-        };
-        let client = client.clone();
-        let mut first = true;
-        loop {
-            let (limit, by_shutdown) = self.limit(batch_deadline);
-            let now = Instant::now();
-            let out_of_time = if by_shutdown {
-                DropReason::Shutdown
-            } else {
-                DropReason::RetriesExhausted
-            };
-            if now >= limit {
-                self.stats().record_dropped(out_of_time, n);
-                return 0;
-            }
-            if !first {
-                self.stats().record_retry();
-            }
-            first = false;
-            let timeout = self.options.request_timeout.min(limit - now);
-            let started = Instant::now();
-            let Some(result) = self
-                .within(batch_deadline, client.export(&request, timeout))
-                .await
-            else {
-                let (_, by_shutdown) = self.limit(batch_deadline);
-                let reason = if by_shutdown {
-                    DropReason::Shutdown
-                } else {
-                    DropReason::RetriesExhausted
-                };
-                self.stats()
-                    .record_request(RequestOutcome::RetryableError, started.elapsed());
-                self.stats().record_dropped(reason, n);
-                return 0;
-            };
-            let latency = started.elapsed();
-            let err = match result {
-                Ok(accepted) => {
-                    let rejected = accepted.rejected_spans.min(n);
-                    let outcome = if rejected > 0 {
-                        RequestOutcome::PartialSuccess
-                    } else {
-                        RequestOutcome::Success
-                    };
-                    self.stats().record_request(outcome, latency);
-                    if rejected > 0 {
-                        self.stats().record_dropped(DropReason::Rejected, rejected);
-                        if !self.log.rejected_warned {
-                            self.log.rejected_warned = true;
-                            tracing::warn!(
-                                endpoint = %client.endpoint(),
-                                rejected,
-                                message = %accepted.message,
-                                "export: the receiver rejected spans (partial success); counted as dropped{{reason=\"rejected\"}}"
-                            );
-                        }
-                    }
-                    if self.log.failing {
-                        self.log.failing = false;
-                        tracing::info!(endpoint = %client.endpoint(), "export: receiver accepts spans again");
-                    }
-                    return n - rejected;
-                }
-                Err(err) => err,
-            };
-            let class = err.class();
-            let outcome = match class {
-                Class::Permanent => RequestOutcome::PermanentError,
-                Class::Retryable { .. } => RequestOutcome::RetryableError,
-            };
-            self.stats().record_request(outcome, latency);
-            if !self.log.failing {
-                self.log.failing = true;
-                tracing::warn!(error = %err, retryable = matches!(class, Class::Retryable { .. }), "export failing");
-            } else {
-                tracing::debug!(error = %err, "export attempt failed");
-            }
-            if class == Class::Permanent {
-                self.stats().record_dropped(DropReason::PermanentError, n);
-                return 0;
-            }
-            if !self.options.retry.enabled {
-                self.stats().record_dropped(DropReason::RetriesExhausted, n);
-                return 0;
-            }
-            let delay = backoff.next_delay(class);
-            let (limit, by_shutdown) = self.limit(batch_deadline);
-            if Instant::now() + delay >= limit {
-                // Waiting would take us past the deadline: give up now rather than then.
-                let reason = if by_shutdown {
-                    DropReason::Shutdown
-                } else {
-                    DropReason::RetriesExhausted
-                };
-                self.stats().record_dropped(reason, n);
-                return 0;
-            }
-            // Running out here is handled at the top of the loop.
-            let _ = self.within(batch_deadline, tokio::time::sleep(delay)).await;
         }
     }
 
@@ -601,6 +525,163 @@ impl Worker {
     }
 }
 
+/// A finished export task: only a panic has something to say (its spans stay counted as in
+/// flight, which `/metrics` shows as an imbalance).
+fn log_task_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        tracing::error!(error = %e, "export: a batch task failed");
+    }
+}
+
+/// The end of a batch's time: its export timeout, or the shutdown deadline if sooner. Also
+/// says whether the shutdown deadline is the binding one.
+fn limit(shutdown: &watch::Receiver<Option<Instant>>, batch_deadline: Instant) -> (Instant, bool) {
+    match *shutdown.borrow() {
+        Some(s) if s <= batch_deadline => (s, true),
+        _ => (batch_deadline, false),
+    }
+}
+
+/// Runs `fut` until it completes or the batch's time runs out (re-evaluated when a shutdown
+/// sets an earlier deadline). `None` on running out.
+async fn within<F: Future>(
+    shutdown: &mut watch::Receiver<Option<Instant>>,
+    batch_deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let mut watching = true;
+    loop {
+        let (until, _) = limit(shutdown, batch_deadline);
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = sleep_until(until) => return None,
+            changed = shutdown.changed(), if watching => {
+                // A dropped sender means no shutdown will come: stop watching.
+                watching = changed.is_ok();
+            }
+        }
+    }
+}
+
+impl OtlpExporter {
+    fn stats(&self) -> &ExportStats {
+        &self.shared.stats
+    }
+
+    /// Exports one batch of `n` spans with retries; returns how many spans the receiver
+    /// accepted and counts the others as dropped.
+    async fn export(
+        &self,
+        request: ExportTraceServiceRequest,
+        n: u64,
+        mut shutdown: watch::Receiver<Option<Instant>>,
+    ) -> u64 {
+        let batch_deadline = Instant::now() + self.options.batch.export_timeout;
+        let mut backoff = Backoff::new(&self.options.retry);
+        let client = &self.client;
+        let mut first = true;
+        loop {
+            let (until, by_shutdown) = limit(&shutdown, batch_deadline);
+            let now = Instant::now();
+            let out_of_time = if by_shutdown {
+                DropReason::Shutdown
+            } else {
+                DropReason::RetriesExhausted
+            };
+            if now >= until {
+                self.stats().record_dropped(out_of_time, n);
+                return 0;
+            }
+            if !first {
+                self.stats().record_retry();
+            }
+            first = false;
+            let timeout = self.options.request_timeout.min(until - now);
+            let started = Instant::now();
+            let Some(result) = within(
+                &mut shutdown,
+                batch_deadline,
+                client.export(&request, timeout),
+            )
+            .await
+            else {
+                let (_, by_shutdown) = limit(&shutdown, batch_deadline);
+                let reason = if by_shutdown {
+                    DropReason::Shutdown
+                } else {
+                    DropReason::RetriesExhausted
+                };
+                self.stats()
+                    .record_request(RequestOutcome::RetryableError, started.elapsed());
+                self.stats().record_dropped(reason, n);
+                return 0;
+            };
+            let latency = started.elapsed();
+            let err = match result {
+                Ok(accepted) => {
+                    let rejected = accepted.rejected_spans.min(n);
+                    let outcome = if rejected > 0 {
+                        RequestOutcome::PartialSuccess
+                    } else {
+                        RequestOutcome::Success
+                    };
+                    self.stats().record_request(outcome, latency);
+                    if rejected > 0 {
+                        self.stats().record_dropped(DropReason::Rejected, rejected);
+                        if !self.rejected_warned.swap(true, Relaxed) {
+                            tracing::warn!(
+                                endpoint = %client.endpoint(),
+                                rejected,
+                                message = %accepted.message,
+                                "export: the receiver rejected spans (partial success); counted as dropped{{reason=\"rejected\"}}"
+                            );
+                        }
+                    }
+                    if self.failing.swap(false, Relaxed) {
+                        tracing::info!(endpoint = %client.endpoint(), "export: receiver accepts spans again");
+                    }
+                    return n - rejected;
+                }
+                Err(err) => err,
+            };
+            let class = err.class();
+            let outcome = match class {
+                Class::Permanent => RequestOutcome::PermanentError,
+                Class::Retryable { .. } => RequestOutcome::RetryableError,
+            };
+            self.stats().record_request(outcome, latency);
+            if !self.failing.swap(true, Relaxed) {
+                tracing::warn!(error = %err, retryable = matches!(class, Class::Retryable { .. }), "export failing");
+            } else {
+                tracing::debug!(error = %err, "export attempt failed");
+            }
+            if class == Class::Permanent {
+                self.stats().record_dropped(DropReason::PermanentError, n);
+                return 0;
+            }
+            if !self.options.retry.enabled {
+                self.stats().record_dropped(DropReason::RetriesExhausted, n);
+                return 0;
+            }
+            let delay = backoff.next_delay(class);
+            let (until, by_shutdown) = limit(&shutdown, batch_deadline);
+            if Instant::now() + delay >= until {
+                // Waiting would take us past the deadline: give up now rather than then.
+                let reason = if by_shutdown {
+                    DropReason::Shutdown
+                } else {
+                    DropReason::RetriesExhausted
+                };
+                self.stats().record_dropped(reason, n);
+                return 0;
+            }
+            // Running out here is handled at the top of the loop.
+            let _ = within(&mut shutdown, batch_deadline, tokio::time::sleep(delay)).await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -662,6 +743,7 @@ mod tests {
                 export_timeout: Duration::from_secs(30),
                 max_queue_size: queue,
                 max_export_batch_size: batch,
+                max_concurrent_exports: 4,
             },
             ..PipelineOptions::default()
         }

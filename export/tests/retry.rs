@@ -304,3 +304,41 @@ async fn spans_offered_after_shutdown_are_counted() {
     assert!(after.is_balanced());
     assert_eq!(spans_of(&sink.records()).len(), 1);
 }
+
+/// Batches go out side by side, never more than `max_concurrent_exports` at once: a receiver
+/// that holds every request for a while sees exactly that many in progress, and each span
+/// arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_exported_concurrently_up_to_the_limit() {
+    for limit in [1usize, 3] {
+        let dir = temp_dir(&format!("concurrent-{limit}"));
+        let sink = PySink::start(SinkKind::Grpc, &dir, &["hold:1.5"; 6].join(","));
+        let mut c = fast(config(Protocol::Grpc, sink.url("http"), Compression::None));
+        c.batch.max_export_batch_size = 2;
+        c.batch.max_concurrent_exports = limit;
+        let pipeline = start_pipeline(&c);
+        let r = checkout_resource();
+        for i in 0..12 {
+            pipeline.queue().try_send(numbered_span(i, &r)).unwrap();
+        }
+        pipeline.force_flush().await;
+        let stats = pipeline.shutdown(PATIENCE).await;
+        let records = sink.records();
+        assert_eq!(records.len(), 6, "limit {limit}");
+        let most = records
+            .iter()
+            .map(|r| r["in_progress"].as_u64().unwrap())
+            .max()
+            .unwrap();
+        assert_eq!(most, limit as u64, "limit {limit}: {records:?}");
+        let mut seen = HashSet::new();
+        for r in &records {
+            for id in span_ids(r) {
+                assert!(seen.insert(id), "a span was sent twice");
+            }
+        }
+        assert_eq!(seen, (0..12).map(numbered_span_id).collect());
+        assert_eq!((stats.exported, stats.dropped_total()), (12, 0));
+        assert!(stats.is_balanced(), "{stats:?}");
+    }
+}

@@ -34,6 +34,7 @@ pub const ENV_VARS: &[&str] = &[
     "OTEL_BSP_EXPORT_TIMEOUT",
     "OTEL_BSP_MAX_QUEUE_SIZE",
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_MAX_CONCURRENT_EXPORTS",
 ];
 
 struct Env<G> {
@@ -129,6 +130,7 @@ pub(super) fn layer_from_env(
         export_timeout_ms: env.parsed(env.var("OTEL_BSP_EXPORT_TIMEOUT"), millis)?,
         max_queue_size: env.parsed(env.var("OTEL_BSP_MAX_QUEUE_SIZE"), count)?,
         max_export_batch_size: env.parsed(env.var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"), count)?,
+        max_concurrent_exports: env.parsed(env.var("OTEL_BSP_MAX_CONCURRENT_EXPORTS"), count)?,
         retry_enabled: None,
         retry_initial_backoff_ms: None,
         retry_max_backoff_ms: None,
@@ -176,6 +178,7 @@ mod tests {
             ("OTEL_BSP_EXPORT_TIMEOUT", "7000"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
             ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+            ("OTEL_BSP_MAX_CONCURRENT_EXPORTS", "2"),
         ]);
         assert_eq!(c.protocol, Protocol::HttpProtobuf);
         assert_eq!(c.endpoint.to_string(), "https://collector:4318/v1/traces");
@@ -195,6 +198,7 @@ mod tests {
         assert_eq!(c.batch.export_timeout, Duration::from_millis(7000));
         assert_eq!(c.batch.max_queue_size, 100);
         assert_eq!(c.batch.max_export_batch_size, 10);
+        assert_eq!(c.batch.max_concurrent_exports, 2);
         assert!(c.uses_tls());
     }
 

@@ -126,6 +126,11 @@ pub struct BatchConfig {
     /// Most spans per request (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`). Default 512; at most
     /// `max_queue_size`.
     pub max_export_batch_size: usize,
+    /// Batches in flight at once (`OTEL_BSP_MAX_CONCURRENT_EXPORTS`, the name
+    /// opentelemetry-rust uses). Default 4: one request at a time caps the throughput at a
+    /// batch per round trip, and a busy node makes more spans than that. Memory stays within
+    /// `max_queue_size + max_concurrent_exports × max_export_batch_size` spans.
+    pub max_concurrent_exports: usize,
 }
 
 impl Default for BatchConfig {
@@ -135,6 +140,7 @@ impl Default for BatchConfig {
             export_timeout: Duration::from_millis(30_000),
             max_queue_size: 2048,
             max_export_batch_size: 512,
+            max_concurrent_exports: 4,
         }
     }
 }
@@ -234,6 +240,8 @@ pub struct ExportFileConfig {
     pub max_queue_size: Option<usize>,
     /// Default 512.
     pub max_export_batch_size: Option<usize>,
+    /// Default 4.
+    pub max_concurrent_exports: Option<usize>,
     /// Default true.
     pub retry_enabled: Option<bool>,
     /// Default 500.
@@ -273,6 +281,9 @@ impl ExportFileConfig {
             export_timeout_ms: higher.export_timeout_ms.or(self.export_timeout_ms),
             max_queue_size: higher.max_queue_size.or(self.max_queue_size),
             max_export_batch_size: higher.max_export_batch_size.or(self.max_export_batch_size),
+            max_concurrent_exports: higher
+                .max_concurrent_exports
+                .or(self.max_concurrent_exports),
             retry_enabled: higher.retry_enabled.or(self.retry_enabled),
             retry_initial_backoff_ms: higher
                 .retry_initial_backoff_ms
@@ -396,6 +407,9 @@ impl ExportConfig {
                         .max_export_batch_size
                         .min(max_queue_size.max(1)),
                 ),
+                max_concurrent_exports: layer
+                    .max_concurrent_exports
+                    .unwrap_or(defaults_batch.max_concurrent_exports),
             },
             retry: RetryConfig {
                 enabled: layer.retry_enabled.unwrap_or(defaults_retry.enabled),
@@ -437,6 +451,11 @@ impl ExportConfig {
         if self.batch.max_export_batch_size == 0 {
             return Err(ConfigError::Zero {
                 field: "max_export_batch_size (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)",
+            });
+        }
+        if self.batch.max_concurrent_exports == 0 {
+            return Err(ConfigError::Zero {
+                field: "max_concurrent_exports (OTEL_BSP_MAX_CONCURRENT_EXPORTS)",
             });
         }
         if self.batch.max_export_batch_size > self.batch.max_queue_size {
@@ -743,6 +762,13 @@ mod tests {
                 ..Default::default()
             }),
             "max_queue_size (OTEL_BSP_MAX_QUEUE_SIZE) must be greater than zero"
+        );
+        assert_eq!(
+            msg(ExportFileConfig {
+                max_concurrent_exports: Some(0),
+                ..Default::default()
+            }),
+            "max_concurrent_exports (OTEL_BSP_MAX_CONCURRENT_EXPORTS) must be greater than zero"
         );
         assert_eq!(
             msg(ExportFileConfig {

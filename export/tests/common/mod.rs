@@ -331,6 +331,7 @@ pub fn fast(mut c: ExportConfig) -> ExportConfig {
         export_timeout: Duration::from_secs(20),
         max_queue_size: 256,
         max_export_batch_size: 64,
+        max_concurrent_exports: BatchConfig::default().max_concurrent_exports,
     };
     c.retry = RetryConfig {
         enabled: true,

@@ -4,8 +4,11 @@
                       [--tls-cert server.pem --tls-key server.key [--client-ca ca.pem]]
 
 Prints `LISTENING <port>` once serving. Each request becomes one JSON line in --record:
-{"seq", "action", "metadata", "request"} (see otlp_common.request_to_dict). Script actions:
+{"seq", "action", "metadata", "request", "in_progress"} (see otlp_common.request_to_dict;
+in_progress counts the requests being served when this one arrived, itself included).
+Script actions:
   ok                      success
+  hold:S                  success after S seconds
   partial:N               success with partial_success.rejected_spans = N
   unavailable             UNAVAILABLE
   unavailable_retry:S     UNAVAILABLE with RetryInfo(retry_delay = S seconds)
@@ -19,6 +22,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -31,14 +35,35 @@ class Service(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, script, recorder):
         self.script = script
         self.recorder = recorder
+        self.lock = threading.Lock()
+        self.in_progress = 0
 
     def Export(self, request, context):
+        with self.lock:
+            self.in_progress += 1
+            in_progress = self.in_progress
+        try:
+            return self.answer(request, context, in_progress)
+        finally:
+            with self.lock:
+                self.in_progress -= 1
+
+    def answer(self, request, context, in_progress):
         seq, action = self.script.next()
         name, _, arg = action.partition(":")
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         self.recorder.write(
-            {"seq": seq, "action": action, "metadata": metadata, "request": otlp_common.request_to_dict(request)}
+            {
+                "seq": seq,
+                "action": action,
+                "metadata": metadata,
+                "request": otlp_common.request_to_dict(request),
+                "in_progress": in_progress,
+            }
         )
+        if name == "hold":
+            time.sleep(float(arg))
+            return trace_service_pb2.ExportTraceServiceResponse()
         if name == "ok":
             return trace_service_pb2.ExportTraceServiceResponse()
         if name == "partial":
@@ -71,7 +96,7 @@ def main():
     p.add_argument("--client-ca")
     args = p.parse_args()
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
         Service(otlp_common.Script(args.script), otlp_common.Recorder(args.record)), server
     )
