@@ -345,6 +345,17 @@ fn publish<S: Observed>(
     }
 }
 
+/// Hands the heap that start-up used and freed (kernel BTF parsed by aya, ELF inspection of
+/// TLS libraries) back to the system: glibc keeps it otherwise, and it would count in the
+/// agent's RSS for its whole life. musl returns large frees by itself.
+fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The pipeline loop: events until `stop` fires, then a final drain.
 pub async fn run<S: StreamSink + Observed>(
     config: CaptureConfig,
@@ -375,6 +386,7 @@ pub async fn run<S: StreamSink + Observed>(
     }
     let mut tls = TlsTracker::default();
     tls.start(&mut probes);
+    release_startup_memory();
     ready.store(true, Ordering::Release);
     if let Some(t) = &telemetry {
         t.set_ready(true);

@@ -34,7 +34,10 @@ async fn outage(kind: SinkKind) {
     // Longer than the outage: the batch held during it must survive to the restart.
     c.batch.export_timeout = Duration::from_secs(120);
     let slots = c.batch.max_concurrent_exports as u64;
-    assert!(slots > 1, "the outage should hold several batches in flight");
+    assert!(
+        slots > 1,
+        "the outage should hold several batches in flight"
+    );
     let pipeline = start_pipeline(&c);
     let queue = pipeline.queue();
     let stats = pipeline.stats();

@@ -264,6 +264,9 @@ impl Probes {
         let tracefs = TraceFs::find_or_mount()?;
         let btf = KernelBtf::open(Path::new(VMLINUX_BTF))?;
         let offsets = offsets::resolve(&btf, &tracefs)?;
+        // The parsed kernel BTF is large (tens of MiB here) and aya parses its own copy in
+        // `load`: free ours first, so the two never add up in the start-up peak.
+        drop(btf);
 
         // Injection needs a cgroup v2 hierarchy for sock_ops; without one it is off.
         let cgroup2 = crate::cgroup::v2_mount();
