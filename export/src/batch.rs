@@ -23,9 +23,7 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest, common::v1::InstrumentationScope,
-};
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use tokio::{
     sync::{Notify, mpsc, oneshot, watch},
     task::{JoinHandle, JoinSet},
@@ -38,7 +36,7 @@ use crate::{
     retry::{Backoff, Class},
     span::Span,
     stats::{DropReason, ExportStats, RequestOutcome, StatsSnapshot},
-    transport::{ClientError, OtlpClient},
+    transport::{ClientError, EncodedRequest, OtlpClient},
 };
 
 /// Where batches go.
@@ -421,7 +419,7 @@ impl Worker {
         match &self.sink {
             SinkState::Otlp(exporter) => {
                 let exporter = Arc::clone(exporter);
-                let request = otlp::to_request(spans, &self.scope);
+                let request = otlp::encode_request(spans, &self.scope);
                 let deadline = self.shutdown_deadline.clone();
                 self.in_flight.spawn(async move {
                     let exported = exporter.export(request, n as u64, deadline).await;
@@ -573,7 +571,7 @@ impl OtlpExporter {
     /// accepted and counts the others as dropped.
     async fn export(
         &self,
-        request: ExportTraceServiceRequest,
+        request: EncodedRequest,
         n: u64,
         mut shutdown: watch::Receiver<Option<Instant>>,
     ) -> u64 {

@@ -17,7 +17,10 @@ use opentelemetry_proto::tonic::{
     },
 };
 
-use crate::span::{KeyValue, Resource, Span, SpanKind, StatusCode, Value};
+use crate::{
+    span::{KeyValue, Resource, Span, SpanKind, StatusCode, Value},
+    transport::EncodedRequest,
+};
 
 /// Name of the instrumentation scope on every exported span.
 pub const SCOPE_NAME: &str = "sonde";
@@ -70,6 +73,11 @@ pub fn to_request(spans: Vec<Span>, scope: &InstrumentationScope) -> ExportTrace
     }
 }
 
+/// A batch in its wire form, ready for every attempt of its export.
+pub fn encode_request(spans: Vec<Span>, scope: &InstrumentationScope) -> EncodedRequest {
+    EncodedRequest::of(&to_request(spans, scope))
+}
+
 pub fn resource_to_proto(resource: &Resource) -> PbResource {
     PbResource {
         attributes: resource.attributes.iter().map(kv_to_proto).collect(),
@@ -120,7 +128,7 @@ pub fn span_to_proto(span: Span) -> PbSpan {
         kind: kind_to_proto(span.kind) as i32,
         start_time_unix_nano: span.start_unix_nanos,
         end_time_unix_nano: span.end_unix_nanos,
-        attributes: span.attributes.iter().map(kv_to_proto).collect(),
+        attributes: span.attributes.into_iter().map(kv_into_proto).collect(),
         dropped_attributes_count: 0,
         events: Vec::new(),
         dropped_events_count: 0,
@@ -135,6 +143,32 @@ pub fn kv_to_proto(kv: &KeyValue) -> PbKeyValue {
         key: kv.key.to_string(),
         value: Some(value_to_proto(&kv.value)),
         key_strindex: 0, // profiles-only string table index
+    }
+}
+
+/// [`kv_to_proto`] taking the attribute: its strings move instead of being copied.
+pub fn kv_into_proto(kv: KeyValue) -> PbKeyValue {
+    let v = match kv.value {
+        Value::Str(s) => any_value::Value::StringValue(s),
+        Value::StrArray(items) => any_value::Value::ArrayValue(ArrayValue {
+            values: items
+                .into_iter()
+                .map(|s| AnyValue {
+                    value: Some(any_value::Value::StringValue(s)),
+                })
+                .collect(),
+        }),
+        other => {
+            return kv_to_proto(&KeyValue {
+                key: kv.key,
+                value: other,
+            });
+        }
+    };
+    PbKeyValue {
+        key: kv.key.into_owned(),
+        value: Some(AnyValue { value: Some(v) }),
+        key_strindex: 0,
     }
 }
 

@@ -1,19 +1,24 @@
-//! OTLP/gRPC: tonic's generated `TraceService` client over a lazily connected channel that
-//! reconnects by itself after the collector comes back.
+//! OTLP/gRPC: the `TraceService/Export` unary call through tonic, over a lazily connected
+//! channel that reconnects by itself after the collector comes back. The request goes out as
+//! the batch's pre-encoded bytes ([`EncodedRequest`]), so retries re-send them as they are.
 
 use std::{sync::Arc, time::Duration};
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, trace_service_client::TraceServiceClient,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tonic::{
+    GrpcMethod,
+    client::Grpc,
     codec::CompressionEncoding,
+    codegen::http::uri::PathAndQuery,
     metadata::{AsciiMetadataKey, AsciiMetadataValue},
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use tonic_types::StatusExt;
 
-use super::{Accepted, ClientError, ExportError, USER_AGENT, rejected, tls};
+use super::{Accepted, ClientError, EncodedRequest, ExportError, USER_AGENT, rejected, tls};
+
+const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 use crate::config::{Compression, ExportConfig};
 
 /// Cheap to clone: the state is shared.
@@ -24,7 +29,7 @@ pub struct GrpcClient {
 
 #[derive(Debug)]
 struct Inner {
-    client: TraceServiceClient<Channel>,
+    client: Grpc<Channel>,
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     endpoint: String,
 }
@@ -53,8 +58,8 @@ impl GrpcClient {
             }
             endpoint = endpoint.tls_config(tls_config).map_err(grpc_err)?;
         }
-        let mut client = TraceServiceClient::new(endpoint.connect_lazy())
-            .accept_compressed(CompressionEncoding::Gzip);
+        let mut client =
+            Grpc::new(endpoint.connect_lazy()).accept_compressed(CompressionEncoding::Gzip);
         if config.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);
         }
@@ -84,21 +89,37 @@ impl GrpcClient {
 
     pub async fn export(
         &self,
-        request: &ExportTraceServiceRequest,
+        request: &EncodedRequest,
         timeout: Duration,
     ) -> Result<Accepted, ExportError> {
+        // A clone of the bytes handle, not of the batch.
         let mut req = tonic::Request::new(request.clone());
         req.set_timeout(timeout);
         for (k, v) in &self.inner.metadata {
             req.metadata_mut().insert(k.clone(), v.clone());
         }
+        req.extensions_mut()
+            .insert(GrpcMethod::new(SERVICE, "Export"));
         let mut client = self.inner.client.clone();
-        let answer = tokio::time::timeout(timeout, client.export(req))
-            .await
-            .map_err(|_| ExportError::Timeout {
-                endpoint: self.inner.endpoint.clone(),
-                timeout,
-            })?;
+        let call = async move {
+            // What tonic's generated client does: readiness failures are `Unknown`.
+            client
+                .ready()
+                .await
+                .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {e}")))?;
+            let codec =
+                tonic_prost::ProstCodec::<EncodedRequest, ExportTraceServiceResponse>::default();
+            client
+                .unary(req, PathAndQuery::from_static(EXPORT_PATH), codec)
+                .await
+        };
+        let answer =
+            tokio::time::timeout(timeout, call)
+                .await
+                .map_err(|_| ExportError::Timeout {
+                    endpoint: self.inner.endpoint.clone(),
+                    timeout,
+                })?;
         match answer {
             Ok(resp) => Ok(resp
                 .into_inner()

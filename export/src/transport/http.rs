@@ -10,12 +10,10 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
-use super::{Accepted, ClientError, ExportError, USER_AGENT, rejected, tls};
+use super::{Accepted, ClientError, EncodedRequest, ExportError, USER_AGENT, rejected, tls};
 use crate::{
     config::{Compression, ExportConfig},
     retry,
@@ -86,23 +84,23 @@ impl HttpClient {
         &self.inner.endpoint_text
     }
 
-    fn body(&self, request: &ExportTraceServiceRequest) -> Bytes {
-        let raw = request.encode_to_vec();
+    fn body(&self, request: &EncodedRequest) -> Bytes {
+        let raw = &request.0;
         if !self.inner.gzip {
-            return raw.into();
+            return raw.clone();
         }
         let mut enc = flate2::write::GzEncoder::new(
             Vec::with_capacity(raw.len() / 4),
             flate2::Compression::fast(),
         );
         // Writing into a Vec cannot fail.
-        let _ = enc.write_all(&raw);
+        let _ = enc.write_all(raw);
         enc.finish().unwrap_or_default().into()
     }
 
     pub async fn export(
         &self,
-        request: &ExportTraceServiceRequest,
+        request: &EncodedRequest,
         timeout: Duration,
     ) -> Result<Accepted, ExportError> {
         let mut builder = http::Request::post(self.inner.endpoint.clone())

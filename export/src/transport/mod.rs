@@ -10,7 +10,9 @@ pub(crate) mod tls;
 
 use std::{path::PathBuf, time::Duration};
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
 
 pub use self::{grpc::GrpcClient, http::HttpClient};
 use crate::{
@@ -110,6 +112,43 @@ pub enum ClientError {
     Header { name: String },
 }
 
+/// An `ExportTraceServiceRequest` in its protobuf encoding, made once per batch: every attempt
+/// sends the same bytes (a retry costs no re-encoding and no copy of the batch), and a batch
+/// in flight holds its wire form only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EncodedRequest(pub Bytes);
+
+impl EncodedRequest {
+    pub fn of(request: &ExportTraceServiceRequest) -> Self {
+        Self(request.encode_to_vec().into())
+    }
+}
+
+/// Lets the pre-encoded bytes go through tonic's prost codec unchanged. Never decoded.
+impl prost::Message for EncodedRequest {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = Bytes::new();
+    }
+}
+
 /// An OTLP trace client for the configured protocol.
 #[derive(Clone, Debug)]
 pub enum OtlpClient {
@@ -130,7 +169,7 @@ impl OtlpClient {
     /// One attempt, bounded by `timeout`.
     pub async fn export(
         &self,
-        request: &ExportTraceServiceRequest,
+        request: &EncodedRequest,
         timeout: Duration,
     ) -> Result<Accepted, ExportError> {
         match self {
