@@ -4,7 +4,7 @@
 # per request (user + sys from /proc ÷ requests), what the receiver got, and the top symbols.
 #
 #   bash bench/profile.sh                 # saturation
-#   RATE=5000 bash bench/profile.sh       # needs a wrk with -R (wrk2); plain wrk ignores it
+#   RATE=5000 bash bench/profile.sh       # a fixed rate, with hey as the benchmark runs it
 #   OUTPUT=none bash bench/profile.sh     # no export: the capture and span cost alone
 #   SONDE=/path/to/sonde TOP=40 bash bench/profile.sh
 #
@@ -45,12 +45,18 @@ for _ in $(seq 1 300); do grep -q tracing "$D/sonde.log" && break; sleep 0.1; do
 C0=$(awk '{print $14+$15}' "/proc/$SP/stat")
 perf record -F 999 -g -p "$SP" -o "$D/perf.data" -- sleep 9 > /dev/null 2>&1 &
 PF=$!
-wrk -t1 -c32 -d8s ${RATE:+-R"$RATE"} "http://127.0.0.1:$PORT/" > "$D/wrk.txt"
+if [ -n "${RATE:-}" ]; then
+  W=$(( RATE / 100 < 1 ? 1 : (RATE / 100 > 200 ? 200 : RATE / 100) ))
+  hey -z 8s -c "$W" -q $(( RATE / W )) "http://127.0.0.1:$PORT/" > "$D/hey.txt"
+  REQ=$(awk '/\[200\]/ {print $2}' "$D/hey.txt")
+else
+  wrk -t1 -c32 -d8s "http://127.0.0.1:$PORT/" > "$D/wrk.txt"
+  REQ=$(grep -oP '\d+(?= requests in)' "$D/wrk.txt")
+fi
 wait "$PF"
 C1=$(awk '{print $14+$15}' "/proc/$SP/stat")
 kill -INT "$SP"
 wait "$SP" || true
-REQ=$(grep -oP '\d+(?= requests in)' "$D/wrk.txt")
 TICK=$(getconf CLK_TCK)
 python3 - "$D/summary.json" "$REQ" "$((C1 - C0))" "$TICK" <<'P'
 import json, sys
