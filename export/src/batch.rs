@@ -419,7 +419,9 @@ impl Worker {
         match &self.sink {
             SinkState::Otlp(exporter) => {
                 let exporter = Arc::clone(exporter);
-                let request = otlp::encode_request(spans, &self.scope);
+                let request = otlp::encode_request(&spans, &self.scope);
+                // The spans go now: a batch in flight holds only its bytes.
+                drop(spans);
                 let deadline = self.shutdown_deadline.clone();
                 self.in_flight.spawn(async move {
                     let exported = exporter.export(request, n as u64, deadline).await;

@@ -18,3 +18,4 @@ pub mod retry;
 pub mod span;
 pub mod stats;
 pub mod transport;
+pub mod wire;

@@ -37,26 +37,21 @@ pub fn scope(version: &str) -> InstrumentationScope {
 
 /// Builds one export request from a batch, grouping spans by resource (first-seen order).
 pub fn to_request(spans: Vec<Span>, scope: &InstrumentationScope) -> ExportTraceServiceRequest {
-    let mut groups: Vec<(Arc<Resource>, Vec<PbSpan>)> = Vec::new();
-    let mut last = 0usize;
-    for span in spans {
-        let idx = if groups
-            .get(last)
-            .is_some_and(|(r, _)| Arc::ptr_eq(r, &span.resource))
-        {
-            last
-        } else if let Some(i) = groups
-            .iter()
-            .position(|(r, _)| Arc::ptr_eq(r, &span.resource) || **r == *span.resource)
-        {
-            i
-        } else {
-            groups.push((Arc::clone(&span.resource), Vec::new()));
-            groups.len() - 1
-        };
-        last = idx;
-        groups[idx].1.push(span_to_proto(span));
-    }
+    let order = group_by_resource(&spans);
+    let mut slots: Vec<Option<Span>> = spans.into_iter().map(Some).collect();
+    let groups: Vec<(Arc<Resource>, Vec<PbSpan>)> = order
+        .into_iter()
+        .map(|members| {
+            let mut taken = members.into_iter().filter_map(|i| slots[i].take());
+            let first = taken.next().expect("a group has a span");
+            let resource = Arc::clone(&first.resource);
+            let spans = std::iter::once(first)
+                .chain(taken)
+                .map(span_to_proto)
+                .collect();
+            (resource, spans)
+        })
+        .collect();
     ExportTraceServiceRequest {
         resource_spans: groups
             .into_iter()
@@ -73,9 +68,35 @@ pub fn to_request(spans: Vec<Span>, scope: &InstrumentationScope) -> ExportTrace
     }
 }
 
-/// A batch in its wire form, ready for every attempt of its export.
-pub fn encode_request(spans: Vec<Span>, scope: &InstrumentationScope) -> EncodedRequest {
-    EncodedRequest::of(&to_request(spans, scope))
+/// The spans of each resource, by index, groups and members in first-seen order. A span joins
+/// the group of the span before it when they share the `Arc` (the common case, checked first),
+/// else the first group with an equal resource.
+pub(crate) fn group_by_resource(spans: &[Span]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(&Arc<Resource>, Vec<usize>)> = Vec::new();
+    let mut last = 0usize;
+    for (i, span) in spans.iter().enumerate() {
+        let r = &span.resource;
+        let idx = if groups.get(last).is_some_and(|(g, _)| Arc::ptr_eq(g, r)) {
+            last
+        } else if let Some(found) = groups
+            .iter()
+            .position(|(g, _)| Arc::ptr_eq(g, r) || ***g == **r)
+        {
+            found
+        } else {
+            groups.push((r, Vec::new()));
+            groups.len() - 1
+        };
+        last = idx;
+        groups[idx].1.push(i);
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
+/// A batch in its wire form, ready for every attempt of its export: the bytes prost would
+/// make of [`to_request`], written straight from the spans ([`crate::wire`]).
+pub fn encode_request(spans: &[Span], scope: &InstrumentationScope) -> EncodedRequest {
+    EncodedRequest(crate::wire::encode_request(spans, &scope.version).into())
 }
 
 pub fn resource_to_proto(resource: &Resource) -> PbResource {

@@ -429,6 +429,17 @@ fn go_tls_binary(version: &str, tag: &str) -> PathBuf {
     bin
 }
 
+/// No process maps `bin` any more: its probes are gone.
+fn assert_detached(summary: &sonde::capture::Summary, bin: &Path) {
+    let name = bin.file_name().unwrap().to_str().unwrap();
+    assert!(
+        summary.tls_files.iter().all(|f| !f.path.ends_with(name)),
+        "{:#?}",
+        summary.tls_files
+    );
+    assert!(summary.tls.files_detached >= 1, "{:?}", summary.tls);
+}
+
 fn go_server_and_client(version: &str, proto: &str) {
     let bin_path = go_tls_binary(version, proto);
     let bin = bin_path.to_str().unwrap();
@@ -462,13 +473,7 @@ fn go_server_and_client(version: &str, proto: &str) {
     std::thread::sleep(Duration::from_millis(3000));
     let (spans, _, summary) = rec.finish();
     eprintln!("{:#?}", summary.lines());
-    let name = bin_path.file_name().unwrap().to_str().unwrap();
-    assert!(
-        summary.tls_files.iter().all(|f| !f.path.ends_with(name)),
-        "{:#?}",
-        summary.tls_files
-    );
-    assert!(summary.tls.files_detached >= 1, "{:?}", summary.tls);
+    assert_detached(&summary, &bin_path);
     assert_https_pair(
         &spans,
         port,
@@ -508,13 +513,7 @@ fn an_untraced_process_running_at_start_does_not_keep_probes_attached() {
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(String::from_utf8(out).unwrap(), "200 HTTP/1.1\n");
-    let name = bin_path.file_name().unwrap().to_str().unwrap();
-    assert!(
-        summary.tls_files.iter().all(|f| !f.path.ends_with(name)),
-        "{:#?}",
-        summary.tls_files
-    );
-    assert!(summary.tls.files_detached >= 1, "{:?}", summary.tls);
+    assert_detached(&summary, &bin_path);
     // The traced client's call is there, read as plaintext; the untraced server is not.
     assert!(servers(&spans).is_empty(), "{:#?}", describe(&spans));
     let c = clients(&spans);
