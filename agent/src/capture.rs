@@ -46,7 +46,7 @@ impl<W: std::io::Write> Observed for DebugView<W> {}
 
 impl<O: SpanSink, R: ResourceSource> Observed for SpanStage<O, R> {
     fn span_stats(&self) -> SpanStats {
-        self.stats.clone()
+        self.stats().clone()
     }
 
     fn tick(&mut self, now_ns: u64) {

@@ -189,7 +189,7 @@ impl SpanRecording {
     /// Stops, drains and returns the spans, the span stage's counters and the capture totals.
     pub fn finish(self) -> (Vec<Span>, SpanStats, Summary) {
         let (stage, summary) = self.handle.stop().expect("capture stops cleanly");
-        let stats = stage.stats.clone();
+        let stats = stage.stats().clone();
         (stage.into_out(), stats, summary)
     }
 }

@@ -199,6 +199,7 @@ impl RunArgs {
                 .collect(),
             capture_request_headers: privacy.request_headers.clone(),
             capture_response_headers: privacy.response_headers.clone(),
+            root_sampler: sampling.root_sampler(),
         };
 
         // Exporter: file < OTEL_* environment < flags.

@@ -135,7 +135,6 @@ fn line_writer(file: &Option<PathBuf>) -> Result<Box<dyn std::io::Write + Send>,
 }
 
 async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
-    crate::sampling::set_root_ratio(plan.sampling.ratio);
     let telemetry = Telemetry::new();
     let pipeline = match plan.output {
         OutputFormat::Otlp => {

@@ -80,7 +80,7 @@ pub fn replay<O: SpanSink>(
         pcap,
         tcp: reassembler.stats.clone(),
         conns: tracker.stats.clone(),
-        spans: stage.stats.clone(),
+        spans: stage.stats().clone(),
     };
     Ok((stage.into_out(), summary))
 }

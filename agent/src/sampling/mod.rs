@@ -201,20 +201,41 @@ impl SamplingConfig {
     pub fn kernel_threshold(&self) -> u64 {
         threshold(self.ratio)
     }
+
+    /// The same decision for new roots made in userspace.
+    pub fn root_sampler(&self) -> RootSampler {
+        RootSampler::ratio(self.ratio)
+    }
 }
 
-/// The head-sampling threshold of new roots this process creates in userspace (HTTP/2 calls,
-/// exchanges without a kernel context), the kernel's own: set once by `sonde run`.
-static ROOT_THRESHOLD: AtomicU64 = AtomicU64::new(SAMPLE_ALL);
-
-/// Sets the ratio of [`root_flags`].
-pub fn set_root_ratio(ratio: f64) {
-    ROOT_THRESHOLD.store(threshold(ratio), Relaxed);
+/// The head-sampling decision for new root traces made in userspace (HTTP/2 calls, exchanges
+/// without a kernel context): the kernel's own rule and threshold, as a value handed to the span
+/// stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RootSampler {
+    threshold: u64,
 }
 
-/// W3C flags of a new root trace made in userspace: the same decision as the kernel's.
-pub fn root_flags(trace_id: &TraceId) -> u8 {
-    u8::from(sampled_by_ratio(&trace_id.0, ROOT_THRESHOLD.load(Relaxed)))
+impl Default for RootSampler {
+    fn default() -> Self {
+        Self {
+            threshold: SAMPLE_ALL,
+        }
+    }
+}
+
+impl RootSampler {
+    /// Keeps `ratio` of new roots (0.0 to 1.0).
+    pub fn ratio(ratio: f64) -> Self {
+        Self {
+            threshold: threshold(ratio),
+        }
+    }
+
+    /// W3C flags of a new root trace: the same decision as the kernel's.
+    pub fn flags(&self, trace_id: &TraceId) -> u8 {
+        u8::from(sampled_by_ratio(&trace_id.0, self.threshold))
+    }
 }
 
 /// ratio × 2^63, the threshold of [`sampled_by_ratio`].

@@ -14,61 +14,25 @@ use sonde_protocol::{
     route::{RoutePattern, route, split_target},
 };
 
-use super::{ids, links::Ids, timing::TimingIndex};
+use super::{ids, links::Ids, stats::Link, timing::TimingIndex};
 use crate::{
     clock::WallClock,
     conn::ConnInfo,
     context::{parse_traceparent, parse_tracestate},
     events::TraceCtxEv,
+    sampling::RootSampler,
 };
 use sonde_export::span::{SpanId, TraceId};
-use sonde_proto::{CtxSource, InjectOutcome};
-
-/// Stable label of a `sonde.trace.link` value (for counters).
-pub fn link_label(v: &str) -> &'static str {
-    match v {
-        "header" => "header",
-        "linked" => "linked",
-        "ambiguous" => "ambiguous",
-        "adopted" => "adopted",
-        "peer" => "peer",
-        "new" => "new",
-        _ => "other",
-    }
-}
-
-/// `sonde.trace.link` of a context the kernel chose.
-pub fn link_of(source: CtxSource) -> &'static str {
-    match source {
-        CtxSource::Header => "header",
-        CtxSource::Linked => "linked",
-        CtxSource::Ambiguous => "ambiguous",
-        CtxSource::Adopted => "adopted",
-        CtxSource::NewTrace => "new",
-    }
-}
-
-/// Stable label of a `sonde.trace.inject` value (for counters).
-pub fn inject_label(v: &str) -> &'static str {
-    [
-        InjectOutcome::Injected,
-        InjectOutcome::SkipExisting,
-        InjectOutcome::SkipHeadersIncomplete,
-        InjectOutcome::SkipRequestLine,
-        InjectOutcome::SkipNotAtBoundary,
-        InjectOutcome::SkipPushFailed,
-        InjectOutcome::SkipUnlinked,
-        InjectOutcome::NotAttempted,
-    ]
-    .into_iter()
-    .map(InjectOutcome::as_str)
-    .find(|s| *s == v)
-    .unwrap_or("other")
-}
+use sonde_proto::CtxSource;
 
 /// The trace context of an HTTP/1 span: from the kernel (the ids that went on the wire), else
 /// from the request's own `traceparent`, else new.
-pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids {
+pub(super) fn ids(
+    kind: SpanKind,
+    x: &Exchange,
+    ctx: Option<&TraceCtxEv>,
+    sampler: RootSampler,
+) -> Ids {
     let headers = &x.request.headers;
     let incoming = headers.get_str("traceparent").and_then(parse_traceparent);
     let state = || {
@@ -91,7 +55,7 @@ pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids
             parent: Some(tp.parent_id),
             flags: tp.flags,
             trace_state: state(),
-            link: "adopted",
+            link: Link::Adopted,
             inject: Some(c.inject),
         },
         (Some(c), _) => Ids {
@@ -104,7 +68,7 @@ pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids
             } else {
                 String::new()
             },
-            link: link_of(c.source),
+            link: Link::of(c.source),
             inject: (kind == SpanKind::Client).then_some(c.inject),
         },
         (None, Some(tp)) => Ids {
@@ -114,9 +78,9 @@ pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids
             flags: tp.flags,
             trace_state: state(),
             link: if kind == SpanKind::Client {
-                "adopted"
+                Link::Adopted
             } else {
-                "header"
+                Link::Header
             },
             inject: None,
         },
@@ -126,9 +90,9 @@ pub(super) fn ids(kind: SpanKind, x: &Exchange, ctx: Option<&TraceCtxEv>) -> Ids
                 trace_id,
                 span_id: ids::span_id(),
                 parent: None,
-                flags: crate::sampling::root_flags(&trace_id),
+                flags: sampler.flags(&trace_id),
                 trace_state: String::new(),
-                link: "new",
+                link: Link::New,
                 inject: None,
             }
         }
@@ -147,6 +111,8 @@ pub struct HttpConfig {
     pub capture_request_headers: Vec<String>,
     /// Response headers (lower case) captured as `http.response.header.<name>`.
     pub capture_response_headers: Vec<String>,
+    /// The head-sampling decision of new roots made in userspace.
+    pub root_sampler: RootSampler,
 }
 
 /// Header values as text.
@@ -246,7 +212,7 @@ pub fn exchange_span(
     clock: &WallClock,
     conn: &ConnInfo,
     strings: &ConnStrings,
-    ctx: Option<&TraceCtxEv>,
+    ids: Ids,
     x: &Exchange,
     req_timing: &TimingIndex,
     resp_timing: &TimingIndex,
@@ -437,8 +403,7 @@ pub fn exchange_span(
         }
     };
 
-    let ids = ids(kind, x, ctx);
-    push(&mut attrs, "sonde.trace.link", ids.link);
+    push(&mut attrs, "sonde.trace.link", ids.link.as_str());
     if let Some(i) = ids.inject {
         push(&mut attrs, "sonde.trace.inject", i.as_str());
     }

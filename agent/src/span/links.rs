@@ -24,8 +24,9 @@ use std::{
 use sonde_export::span::{SpanId, TraceId};
 use sonde_proto::InjectOutcome;
 
-use super::ids;
+use super::{ids, stats::Link};
 use crate::context::TraceParent;
+use crate::sampling::RootSampler;
 
 /// The trace context of one span, and how it was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,20 +37,20 @@ pub struct Ids {
     pub flags: u8,
     pub trace_state: String,
     /// `sonde.trace.link`: `header`, `linked`, `peer`, `ambiguous`, `adopted`, `new`.
-    pub link: &'static str,
+    pub link: Link,
     /// Client spans whose request went through the kernel's injection.
     pub inject: Option<InjectOutcome>,
 }
 
 impl Ids {
     /// A new trace with a fresh span.
-    pub fn new_trace(link: &'static str) -> Self {
+    pub fn new_trace(link: Link, sampler: RootSampler) -> Self {
         let trace_id = ids::trace_id();
         Self {
             trace_id,
             span_id: ids::span_id(),
             parent: None,
-            flags: crate::sampling::root_flags(&trace_id),
+            flags: sampler.flags(&trace_id),
             trace_state: String::new(),
             link,
             inject: None,
@@ -57,7 +58,7 @@ impl Ids {
     }
 
     /// A fresh span continuing the caller's `traceparent`.
-    pub fn from_header(tp: &TraceParent, trace_state: String, link: &'static str) -> Self {
+    pub fn from_header(tp: &TraceParent, trace_state: String, link: Link) -> Self {
         Self {
             trace_id: tp.trace_id,
             span_id: ids::span_id(),
@@ -70,7 +71,7 @@ impl Ids {
     }
 
     /// A fresh span, child of `parent`.
-    fn child_of(parent: &Ids, link: &'static str) -> Self {
+    fn child_of(parent: &Ids, link: Link) -> Self {
         Self {
             trace_id: parent.trace_id,
             span_id: ids::span_id(),
@@ -154,9 +155,18 @@ pub struct Links {
     /// Counters: open requests dropped at the bound, peer contexts dropped at the bound.
     pub dropped_open: u64,
     pub dropped_peers: u64,
+    /// The head-sampling decision of the new roots decided here.
+    sampler: RootSampler,
 }
 
 impl Links {
+    pub fn new(sampler: RootSampler) -> Self {
+        Self {
+            sampler,
+            ..Self::default()
+        }
+    }
+
     /// A server request started; its context is decided when first needed.
     pub fn open_server(
         &mut self,
@@ -259,15 +269,15 @@ impl Links {
 
     fn decide(&mut self, o: &OpenServer) -> Ids {
         if let Some((tp, state)) = &o.incoming {
-            return Ids::from_header(tp, state.clone(), "header");
+            return Ids::from_header(tp, state.clone(), Link::Header);
         }
         if let Some(parent) = o.peer.and_then(|p| self.peers.get(&p)).map(|(ids, _)| ids) {
-            let mut ids = Ids::child_of(parent, "peer");
+            let mut ids = Ids::child_of(parent, Link::Peer);
             // The peer's tracestate is not known here (its header was never sent).
             ids.trace_state = String::new();
             return ids;
         }
-        Ids::new_trace("new")
+        Ids::new_trace(Link::New, self.sampler)
     }
 
     /// The context of a client request process `pid` starts at `now_ns`, given the request's
@@ -281,7 +291,7 @@ impl Links {
         peer: Option<PeerKey>,
     ) -> Ids {
         let ids = match own {
-            Some((tp, state)) => Ids::from_header(&tp, state, "adopted"),
+            Some((tp, state)) => Ids::from_header(&tp, state, Link::Adopted),
             None => {
                 // Whether none, one or several are live is all that matters.
                 let live: Vec<OpenKey> = self
@@ -303,12 +313,12 @@ impl Links {
                     [one] => {
                         let parent = self.server_ids(one);
                         match parent {
-                            Some(p) => Ids::child_of(&p, "linked"),
-                            None => Ids::new_trace("new"),
+                            Some(p) => Ids::child_of(&p, Link::Linked),
+                            None => Ids::new_trace(Link::New, self.sampler),
                         }
                     }
-                    [] => Ids::new_trace("new"),
-                    _ => Ids::new_trace("ambiguous"),
+                    [] => Ids::new_trace(Link::New, self.sampler),
+                    _ => Ids::new_trace(Link::Ambiguous, self.sampler),
                 }
             }
         };
@@ -388,10 +398,10 @@ mod tests {
         let mut l = Links::default();
         l.open_server((1, 1), 10, 0, Some((tp(7, 8), "a=b".into())), None);
         let c = l.client_request(10, 5, None, None);
-        assert_eq!(c.link, "linked");
+        assert_eq!(c.link, Link::Linked);
         assert_eq!(c.trace_id, TraceId([7; 16]));
         let server = l.close_server((1, 1)).unwrap();
-        assert_eq!(server.link, "header");
+        assert_eq!(server.link, Link::Header);
         assert_eq!(server.parent, Some(SpanId([8; 8])));
         assert_eq!(
             c.parent,
@@ -400,7 +410,7 @@ mod tests {
         );
         assert_eq!(server.trace_state, "a=b");
         // Another process's calls are not linked to it.
-        assert_eq!(l.client_request(11, 6, None, None).link, "new");
+        assert_eq!(l.client_request(11, 6, None, None).link, Link::New);
     }
 
     #[test]
@@ -409,11 +419,11 @@ mod tests {
         l.open_server((1, 1), 10, 0, None, None);
         l.open_server((1, 3), 10, 1, None, None);
         let c = l.client_request(10, 2, None, None);
-        assert_eq!((c.link, c.parent), ("ambiguous", None));
+        assert_eq!((c.link, c.parent), (Link::Ambiguous, None));
         // 31 s later both are stale: a new request alone links again.
         l.open_server((2, 1), 10, 31_000_000_000, None, None);
         let c = l.client_request(10, 31_000_000_001, None, None);
-        assert_eq!(c.link, "linked");
+        assert_eq!(c.link, Link::Linked);
     }
 
     #[test]
@@ -421,7 +431,7 @@ mod tests {
         let mut l = Links::default();
         l.open_server((1, 1), 10, 0, None, None);
         let c = l.client_request(10, 1, Some((tp(3, 4), String::new())), None);
-        assert_eq!(c.link, "adopted");
+        assert_eq!(c.link, Link::Adopted);
         assert_eq!(
             (c.trace_id, c.parent),
             (TraceId([3; 16]), Some(SpanId([4; 8])))
@@ -449,12 +459,12 @@ mod tests {
         l.open_server((9, 5), 20, 0, None, from_server);
         let client = l.client_request(10, 1, None, from_client);
         let server = l.close_server((9, 5)).unwrap();
-        assert_eq!(server.link, "peer");
+        assert_eq!(server.link, Link::Peer);
         assert_eq!(server.trace_id, client.trace_id);
         assert_eq!(server.parent, Some(client.span_id));
         // Another stream of the connection is not the same call.
         let other = PeerKey::of(Some(s), Some(c), false, 7);
-        assert_eq!(l.decide_unopened(other).link, "new");
+        assert_eq!(l.decide_unopened(other).link, Link::New);
     }
 
     #[test]
@@ -462,7 +472,7 @@ mod tests {
         let mut l = Links::default();
         let (c, s) = (addr("127.0.0.1:1"), addr("127.0.0.1:2"));
         for i in 0..(MAX_PEERS as u32 + 10) {
-            let ids = Ids::new_trace("new");
+            let ids = Ids::new_trace(Link::New, RootSampler::default());
             l.publish_peer(PeerKey::of(Some(c), Some(s), true, i).unwrap(), &ids, 1);
         }
         assert_eq!(l.peers_len(), MAX_PEERS);
@@ -470,7 +480,7 @@ mod tests {
         // Expired ones go without counting as drops.
         l.publish_peer(
             PeerKey::of(Some(c), Some(s), true, u32::MAX).unwrap(),
-            &Ids::new_trace("new"),
+            &Ids::new_trace(Link::New, RootSampler::default()),
             PEER_TTL_NS + 2,
         );
         assert_eq!(l.peers_len(), 1);

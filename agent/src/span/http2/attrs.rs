@@ -27,7 +27,7 @@ use sonde_protocol::{
     route::{route, split_target},
 };
 
-use super::{
+use crate::span::{
     http::{
         ConnStrings, HttpConfig, KNOWN_METHODS, method_for_name, push, redact_query, split_host,
     },
@@ -129,19 +129,19 @@ pub fn stream_span(
     push(&mut attrs, "network.protocol.name", "http");
     push(&mut attrs, "network.protocol.version", "2");
     if let Some(r) = req {
-        super::http::capture_headers(
+        crate::span::http::capture_headers(
             &mut attrs,
             "http.request.header.",
             &config.capture_request_headers,
-            |n| super::http::lossy(r.headers.get_all(n)),
+            |n| crate::span::http::lossy(r.headers.get_all(n)),
         );
     }
     if let Some(r) = &x.response {
-        super::http::capture_headers(
+        crate::span::http::capture_headers(
             &mut attrs,
             "http.response.header.",
             &config.capture_response_headers,
-            |n| super::http::lossy(r.headers.get_all(n)),
+            |n| crate::span::http::lossy(r.headers.get_all(n)),
         );
     }
     if let Some(ua) = req.and_then(|r| r.headers.get_str("user-agent")) {
@@ -171,7 +171,7 @@ pub fn stream_span(
     if let Some(reason) = x.incomplete {
         push(&mut attrs, "sonde.http.incomplete", reason.as_str());
     }
-    push(&mut attrs, "sonde.trace.link", ids.link);
+    push(&mut attrs, "sonde.trace.link", ids.link.as_str());
     if let Some(i) = ids.inject {
         // What the kernel did with the request's HEADERS (or, for stream 1 of an h2c upgrade,
         // with the HTTP/1.1 request that opened it).
@@ -516,7 +516,7 @@ mod tests {
             parent: None,
             flags: 1,
             trace_state: String::new(),
-            link: "new",
+            link: crate::span::stats::Link::New,
             inject: None,
         };
         stream_span(
