@@ -16,43 +16,18 @@ use std::{
 
 use tokio::sync::oneshot;
 
+pub use crate::pipeline::Observed;
 use crate::{
     clock::monotonic_ns,
-    conn::{CollectSink, ConnStats, ConnTracker, Limits, StreamSink},
-    debug_view::DebugView,
-    events::{DecodeErrors, Event, EventSource, RingBufSource},
+    conn::{ConnStats, ConnTracker, Limits, StreamSink},
+    events::{DecodeErrors, RingBufSource},
+    pipeline::{Driver, KernelControl},
     probes::{KernelCounters, ProbeConfig, ProbeError, Probes},
     procfs::Procfs,
-    span::{ResourceSource, SpanSink, SpanStage, SpanStats},
     telemetry::{Snapshot, Telemetry},
     tls::{AttachedFile, TlsStats, TlsTracker},
 };
 use sonde_proto::Decision;
-
-/// A stream sink whose counters the capture publishes, and which may need time to pass.
-pub trait Observed {
-    /// The span stage's counters, for sinks that build spans.
-    fn span_stats(&self) -> SpanStats {
-        SpanStats::default()
-    }
-
-    /// Called once per tick with the monotonic time.
-    fn tick(&mut self, _now_ns: u64) {}
-}
-
-impl Observed for CollectSink {}
-
-impl<W: std::io::Write> Observed for DebugView<W> {}
-
-impl<O: SpanSink, R: ResourceSource> Observed for SpanStage<O, R> {
-    fn span_stats(&self) -> SpanStats {
-        self.stats().clone()
-    }
-
-    fn tick(&mut self, now_ns: u64) {
-        SpanStage::tick(self, now_ns);
-    }
-}
 
 /// Per-cgroup decisions that change while the capture runs (the Kubernetes toggle): the
 /// writer publishes the whole desired set; the capture applies the difference to the kernel's
@@ -312,21 +287,55 @@ impl Runtimes {
     }
 }
 
-fn summarize(
-    probes: &Probes,
-    tls: &TlsTracker,
-    tracker: &ConnTracker,
-    errors: &DecodeErrors,
-    source: &RingBufSource,
-) -> Summary {
+/// The kernel side of live capture: the probes, the TLS uprobes, runtime checks and the
+/// traced cgroups.
+struct LiveKernel {
+    probes: Probes,
+    tls: TlsTracker,
+    runtimes: Runtimes,
+    cgroups: AppliedCgroups,
+    updates: Option<CgroupUpdates>,
+    /// Draining after a stop: no new attachments.
+    stopping: bool,
+}
+
+impl KernelControl for LiveKernel {
+    fn connection(&mut self, pid: u32) {
+        if !self.stopping {
+            self.runtimes.check(pid, &mut self.probes);
+            self.tls.connection(&mut self.probes, pid, monotonic_ns());
+        }
+    }
+
+    fn exec(&mut self, pid: u32) {
+        if !self.stopping {
+            self.tls.exec(&mut self.probes, pid, monotonic_ns());
+        }
+    }
+
+    fn process_gone(&mut self, pid: u32, fds: Vec<u32>) {
+        self.runtimes.forget(pid);
+        self.tls.exit(&mut self.probes, pid);
+        self.probes.forget_process(pid, fds);
+    }
+
+    fn tick(&mut self, now_ns: u64) {
+        if let Some(u) = &self.updates {
+            self.cgroups.sync(u, &mut self.probes);
+        }
+        self.tls.tick(&mut self.probes, now_ns);
+    }
+}
+
+fn summarize<S>(kernel: &LiveKernel, driver: &Driver<S>, source: &RingBufSource) -> Summary {
     Summary {
-        kernel: probes.counters(),
-        conns: tracker.stats.clone(),
-        decode_errors: errors.clone(),
+        kernel: kernel.probes.counters(),
+        conns: driver.tracker.stats.clone(),
+        decode_errors: driver.errors.clone(),
         records: source.records,
-        conns_tracked: tracker.len(),
-        tls: tls.stats.clone(),
-        tls_files: tls.attached(),
+        conns_tracked: driver.tracker.len(),
+        tls: kernel.tls.stats.clone(),
+        tls_files: kernel.tls.attached(),
     }
 }
 
@@ -359,7 +368,7 @@ fn release_startup_memory() {
 /// The pipeline loop: events until `stop` fires, then a final drain.
 pub async fn run<S: StreamSink + Observed>(
     config: CaptureConfig,
-    mut sink: S,
+    sink: S,
     mut stop: oneshot::Receiver<()>,
     ready: Arc<AtomicBool>,
     telemetry: Option<Arc<Telemetry>>,
@@ -368,24 +377,29 @@ pub async fn run<S: StreamSink + Observed>(
     let ring = probes.take_events().ok_or(CaptureError::NoRing)?;
     let mut source = RingBufSource::new(ring, config.poll_interval)?;
     let procfs = Procfs::default();
-    let mut tracker = ConnTracker::new(
+    let tracker = ConnTracker::new(
         config.limits.clone(),
         Box::new(move |c| match c.local {
             Some(local) => procfs.role_of(c.pid, local),
             None => sonde_proto::Role::Unknown,
         }),
     );
-    let mut errors = DecodeErrors::default();
-    let mut batch = Vec::with_capacity(4096);
+    let mut driver = Driver::new(tracker, sink);
     let mut tick = tokio::time::interval(config.tick_interval);
     // The traced set first (the TLS scan looks at traced processes only), then the TLS
     // libraries of running processes, before sonde says it is ready.
-    let mut cgroups = AppliedCgroups::default();
-    if let Some(u) = &config.cgroup_updates {
-        cgroups.sync(u, &mut probes);
+    let mut kernel = LiveKernel {
+        probes,
+        tls: TlsTracker::default(),
+        runtimes: Runtimes::default(),
+        cgroups: AppliedCgroups::default(),
+        updates: config.cgroup_updates.clone(),
+        stopping: false,
+    };
+    if let Some(u) = &kernel.updates {
+        kernel.cgroups.sync(u, &mut kernel.probes);
     }
-    let mut tls = TlsTracker::default();
-    tls.start(&mut probes);
+    kernel.tls.start(&mut kernel.probes);
     release_startup_memory();
     ready.store(true, Ordering::Release);
     if let Some(t) = &telemetry {
@@ -393,46 +407,22 @@ pub async fn run<S: StreamSink + Observed>(
     }
     tracing::info!(
         "kernel programs attached in {:?}; capturing {} bytes per syscall",
-        probes.load_time,
+        kernel.probes.load_time,
         config.probes.capture_bytes
     );
     let mut ticks: u64 = 0;
-    let mut runtimes = Runtimes::default();
     loop {
         tokio::select! {
-            r = source.next_batch(&mut batch, &mut errors) => {
+            r = driver.pull(&mut source, &mut kernel) => {
                 r?;
-                for ev in batch.drain(..) {
-                    match &ev {
-                        Event::ConnOpen(o) => {
-                            runtimes.check(o.meta.pid, &mut probes);
-                            tls.connection(&mut probes, o.meta.pid, monotonic_ns());
-                        }
-                        Event::Proc(p) if p.kind == crate::events::ProcKind::Exec => {
-                            tls.exec(&mut probes, p.meta.pid, monotonic_ns());
-                        }
-                        _ => {}
-                    }
-                    if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
-                        runtimes.forget(pid);
-                        tls.exit(&mut probes, pid);
-                        probes.forget_process(pid, fds);
-                    }
-                }
             }
             _ = tick.tick() => {
-                if let Some(u) = &config.cgroup_updates {
-                    cgroups.sync(u, &mut probes);
-                }
-                let now = monotonic_ns();
-                tracker.tick(now, &mut sink);
-                sink.tick(now);
-                tls.tick(&mut probes, now);
+                driver.tick(monotonic_ns(), &mut kernel);
                 ticks += 1;
                 // Counters for /metrics about once a second.
                 if ticks.is_multiple_of(10) {
-                    let summary = summarize(&probes, &tls, &tracker, &errors, &source);
-                    publish(telemetry.as_ref(), &probes, summary, &sink);
+                    let summary = summarize(&kernel, &driver, &source);
+                    publish(telemetry.as_ref(), &kernel.probes, summary, &driver.sink);
                 }
             }
             _ = &mut stop => break,
@@ -440,31 +430,29 @@ pub async fn run<S: StreamSink + Observed>(
     }
     // Whatever the kernel wrote before the stop is still delivered: wait one poll interval
     // for in-flight records, then drain.
+    kernel.stopping = true;
     tokio::time::sleep(config.poll_interval).await;
     loop {
+        let before = source.records;
         let drained = tokio::time::timeout(
             Duration::from_millis(1),
-            source.next_batch(&mut batch, &mut errors),
+            driver.pull(&mut source, &mut kernel),
         )
         .await;
-        if batch.is_empty() {
-            break;
-        }
-        for ev in batch.drain(..) {
-            if let Some((pid, fds)) = tracker.handle(ev, &mut sink) {
-                tls.exit(&mut probes, pid);
-                probes.forget_process(pid, fds);
-            }
-        }
-        if drained.is_err() {
+        if source.records == before || drained.is_err() {
             break;
         }
     }
-    let summary = summarize(&probes, &tls, &tracker, &errors, &source);
-    tracker.shutdown(monotonic_ns(), &mut sink);
-    publish(telemetry.as_ref(), &probes, summary.clone(), &sink);
+    let summary = summarize(&kernel, &driver, &source);
+    driver.shutdown(monotonic_ns());
+    publish(
+        telemetry.as_ref(),
+        &kernel.probes,
+        summary.clone(),
+        &driver.sink,
+    );
     if let Some(t) = &telemetry {
         t.set_ready(false);
     }
-    Ok((sink, summary))
+    Ok((driver.sink, summary))
 }

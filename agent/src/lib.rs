@@ -16,6 +16,7 @@ pub mod doctor;
 pub mod enrich;
 pub mod events;
 pub mod k8s;
+pub mod pipeline;
 pub mod privacy;
 pub mod probes;
 pub mod procfs;

@@ -21,6 +21,7 @@ use self::{
 use crate::{
     clock::WallClock,
     conn::{ConnStats, ConnTracker, Limits},
+    pipeline::{Driver, NoKernel},
     span::{FixedResource, HttpConfig, SpanSink, SpanStage, SpanStats},
 };
 
@@ -51,36 +52,36 @@ pub fn replay<O: SpanSink>(
     config: HttpConfig,
     out: O,
 ) -> Result<(O, ReplaySummary), PcapFileError> {
-    let mut stage = SpanStage::new(
+    let stage = SpanStage::new(
         config,
         WallClock::with_offset(0),
         FixedResource(replay_resource(path)),
         out,
     );
-    let mut tracker = ConnTracker::without_role_resolver(Limits::default());
+    let mut driver = Driver::new(ConnTracker::without_role_resolver(Limits::default()), stage);
     let mut reassembler = Reassembler::new(sides);
     let mut events = Vec::new();
     let mut last_ts = 0;
     let pcap = for_each_segment(path, |seg| {
         reassembler.segment(seg, &mut events);
         for ev in events.drain(..) {
-            tracker.handle(ev, &mut stage);
+            driver.event(ev, &mut NoKernel);
         }
         if seg.ts_ns > last_ts {
             last_ts = seg.ts_ns;
-            tracker.tick(last_ts, &mut stage);
+            driver.tick(last_ts, &mut NoKernel);
         }
     })?;
     reassembler.finish(last_ts, &mut events);
     for ev in events.drain(..) {
-        tracker.handle(ev, &mut stage);
+        driver.event(ev, &mut NoKernel);
     }
-    tracker.shutdown(last_ts, &mut stage);
+    driver.shutdown(last_ts);
     let summary = ReplaySummary {
         pcap,
         tcp: reassembler.stats.clone(),
-        conns: tracker.stats.clone(),
-        spans: stage.stats().clone(),
+        conns: driver.tracker.stats.clone(),
+        spans: driver.sink.stats().clone(),
     };
-    Ok((stage.into_out(), summary))
+    Ok((driver.sink.into_out(), summary))
 }
