@@ -12,7 +12,7 @@
 //! ignored (the request then starts a new trace), never repaired. `tracestate` is kept only
 //! with a valid `traceparent`, as up to 32 list members and 512 characters.
 
-use sonde_export::span::{SpanId, TraceId};
+use sonde_model::{SpanId, TraceId};
 
 /// A valid `traceparent`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 use serde::Deserialize;
-use sonde_export::span::{KeyValue, Resource, Span, Value};
+use sonde_model::{KeyValue, Resource, Span, Value};
 
 /// Headers never captured, whatever the configuration says.
 pub const ALWAYS_SENSITIVE: &[&str] = &[
@@ -233,7 +233,7 @@ pub fn route_of(span: &Span) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonde_export::span::{SpanId, SpanKind, Status, TraceId};
+    use sonde_model::{SpanId, SpanKind, Status, TraceId};
 
     fn span(attrs: Vec<KeyValue>) -> Span {
         Span {

@@ -1,4 +1,5 @@
-//! What leaves the node, and how: the span model ([`span`]) and its exporters.
+//! What leaves the node, and how: the exporters of the span model ([`span`], the `sonde-model`
+//! crate, re-exported here).
 //!
 //! The pipeline hands finished spans to a [`batch::SpanQueue`] that never blocks it; a worker
 //! turns them into OTLP ([`otlp`]) and sends them over gRPC or HTTP ([`transport`]), retrying
@@ -15,7 +16,8 @@ pub mod metrics_http;
 pub mod otlp;
 pub mod prom;
 pub mod retry;
-pub mod span;
 pub mod stats;
 pub mod transport;
 pub mod wire;
+
+pub use sonde_model as span;

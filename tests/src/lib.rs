@@ -23,7 +23,7 @@ use sonde::{
     probes::{FilterSpec, ProbeConfig},
     span::{HttpConfig, SpanStage, SpanStats},
 };
-use sonde_export::span::{Span, Value};
+use sonde_model::{Span, Value};
 use sonde_proto::{Decision, Direction, Role};
 
 /// Fails the test with a clear message unless it can load kernel programs.

@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::Value;
-use sonde_export::span::{Span, SpanKind};
+use sonde_model::{Span, SpanKind};
 use sonde_proto::Counter;
 use sonde_tests::{
     Lines, Reaper, TestCgroup, attr_int, attr_str, free_port, peers_dir, peers_python, python,

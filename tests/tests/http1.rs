@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use sonde_export::span::{Span, SpanKind, StatusCode, Value};
+use sonde_model::{Span, SpanKind, StatusCode, Value};
 use sonde_proto::Counter;
 use sonde_tests::{
     Lines, TestCgroup, attr_int, attr_str, free_port, peers_dir, python, wait_for_port,

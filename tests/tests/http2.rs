@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use sonde_export::span::{Span, SpanKind, StatusCode};
+use sonde_model::{Span, SpanKind, StatusCode};
 use sonde_tests::{
     Lines, TestCgroup, attr_int, attr_str, free_port, node_modules, peers_dir, peers_python,
     wait_for_port,

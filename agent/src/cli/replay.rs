@@ -23,7 +23,7 @@ struct WriterSink {
 }
 
 impl SpanSink for WriterSink {
-    fn span(&mut self, span: sonde_export::span::Span) {
+    fn span(&mut self, span: sonde_model::Span) {
         if self.failed.is_some() {
             return;
         }

@@ -68,7 +68,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
 struct QueueSink(SpanQueue);
 
 impl SpanSink for QueueSink {
-    fn span(&mut self, span: sonde_export::span::Span) {
+    fn span(&mut self, span: sonde_model::Span) {
         let _ = self.0.try_send(span);
     }
 
@@ -91,7 +91,7 @@ impl ConsoleTrees {
 }
 
 impl SpanSink for ConsoleTrees {
-    fn span(&mut self, span: sonde_export::span::Span) {
+    fn span(&mut self, span: sonde_model::Span) {
         let _ = self
             .trees
             .add(span, crate::clock::monotonic_ns(), &mut self.out);
@@ -107,7 +107,7 @@ impl SpanSink for ConsoleTrees {
 struct NullSink;
 
 impl SpanSink for NullSink {
-    fn span(&mut self, _span: sonde_export::span::Span) {}
+    fn span(&mut self, _span: sonde_model::Span) {}
 }
 
 async fn wait_for_stop(duration: Option<f64>) {

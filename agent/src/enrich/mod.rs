@@ -9,7 +9,7 @@ pub mod runtime;
 
 use std::{collections::HashMap, fs, path::PathBuf, sync::Arc};
 
-use sonde_export::span::{KeyValue, Resource};
+use sonde_model::{KeyValue, Resource};
 
 /// Longest `process.command_line` kept (bytes); longer ones are cut and marked with `…`.
 pub const MAX_COMMAND_LINE: usize = 1024;

@@ -10,7 +10,7 @@
 
 use std::{collections::HashMap, fs, path::PathBuf, sync::Arc};
 
-use sonde_export::span::{KeyValue, Resource, Value};
+use sonde_model::{KeyValue, Resource, Value};
 
 use super::{
     cgroup_path::{ContainerRef, from_proc_cgroup},

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sonde_export::span::{Resource, Span, SpanId, SpanKind, TraceId, Value};
+use sonde_model::{Resource, Span, SpanId, SpanKind, TraceId, Value};
 use sonde_proto::{CloseReason, ConnSource, CtxKind, CtxSource, Direction, InjectOutcome, Role};
 
 use super::{Driver, NoKernel};

@@ -11,7 +11,7 @@ pub mod tcp;
 
 use std::{path::Path, sync::Arc};
 
-use sonde_export::span::{KeyValue, Resource};
+use sonde_model::{KeyValue, Resource};
 
 pub use self::tcp::Sides;
 use self::{

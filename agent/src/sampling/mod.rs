@@ -24,7 +24,7 @@ use std::{
 };
 
 use serde::Deserialize;
-use sonde_export::span::{FLAG_SAMPLED, Span, SpanKind, StatusCode, TraceId, Value};
+use sonde_model::{FLAG_SAMPLED, Span, SpanKind, StatusCode, TraceId, Value};
 use sonde_proto::{SAMPLE_ALL, sampled_by_ratio};
 
 use crate::privacy::route_of;

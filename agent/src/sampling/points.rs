@@ -113,7 +113,7 @@ pub fn points_of(span: &Span, peers: &Peers) -> Vec<Point> {
         value: instrument.value_of(nanos),
     }];
     if let Some(server) = peer {
-        let failed = span.status.code == sonde_export::span::StatusCode::Error;
+        let failed = span.status.code == sonde_model::StatusCode::Error;
         out.push(Point {
             instrument: Instrument::ServiceGraph,
             attributes: vec![

@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use sonde_export::span::{KeyValue, Resource, Span, SpanKind, Status, StatusCode, Value};
+use sonde_model::{KeyValue, Resource, Span, SpanKind, Status, StatusCode, Value};
 use sonde_proto::Role;
 use sonde_protocol::{
     http1::{Exchange, Incomplete},
@@ -22,7 +22,7 @@ use crate::{
     events::TraceCtxEv,
     sampling::RootSampler,
 };
-use sonde_export::span::{SpanId, TraceId};
+use sonde_model::{SpanId, TraceId};
 use sonde_proto::CtxSource;
 
 /// The trace context of an HTTP/1 span: from the kernel (the ids that went on the wire), else

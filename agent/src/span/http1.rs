@@ -3,7 +3,7 @@
 //! ([`super::http`] builds it), and the switch to HTTP/2 when an `Upgrade: h2c` is answered by
 //! `101` (the 101 exchange is HTTP/2 stream 1, not a span of its own).
 
-use sonde_export::span::SpanKind;
+use sonde_model::SpanKind;
 use sonde_proto::{CtxKind, Direction};
 use sonde_protocol::http1::{EndReason, Exchange, Http1Conn, Http1Event, Limits, StopReason};
 use sonde_protocol::http2::H2cUpgrade;

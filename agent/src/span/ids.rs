@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use sonde_export::span::{SpanId, TraceId};
+use sonde_model::{SpanId, TraceId};
 
 struct Xoshiro256pp([u64; 4]);
 

@@ -21,7 +21,7 @@ use std::{
     net::SocketAddr,
 };
 
-use sonde_export::span::{SpanId, TraceId};
+use sonde_model::{SpanId, TraceId};
 use sonde_proto::InjectOutcome;
 
 use super::{ids, stats::Link};

@@ -25,7 +25,7 @@ pub mod timing;
 
 use std::sync::Arc;
 
-use sonde_export::span::{Resource, Span};
+use sonde_model::{Resource, Span};
 
 pub use self::{
     http::{ConnStrings, HttpConfig},

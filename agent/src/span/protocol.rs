@@ -9,7 +9,7 @@
 
 use std::{collections::VecDeque, sync::Arc};
 
-use sonde_export::span::{Resource, Span, SpanId, TraceId};
+use sonde_model::{Resource, Span, SpanId, TraceId};
 use sonde_proto::{Direction, Role};
 use sonde_protocol::http1::{EndReason, Side};
 

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use sonde_export::span::{KeyValue, Resource, Span, SpanKind, Status, StatusCode};
+use sonde_model::{KeyValue, Resource, Span, SpanKind, Status, StatusCode};
 use sonde_proto::Role;
 use sonde_protocol::{
     grpc::{self, GrpcCall},
@@ -411,7 +411,7 @@ pub fn incomplete_label(x: &H2Exchange) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use sonde_export::span::{SpanId, TraceId, Value};
+    use sonde_model::{SpanId, TraceId, Value};
     use sonde_protocol::http2::{H2Conn, H2Event, Limits, Side};
 
     use super::*;
