@@ -1,3 +1,5 @@
+//! The `sonde` binary: the allocator tuned, then the command line ([`sonde::cli`]).
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
     sonde::cli::main()

@@ -1,3 +1,5 @@
+//! Connection tracking on synthetic event streams: ordering, gaps, reuse, limits, roles.
+
 use bytes::Bytes;
 use sonde_proto::{CloseReason, ConnSource, Direction, Role, Syscall};
 

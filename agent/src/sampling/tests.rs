@@ -1,3 +1,5 @@
+//! Sampling and the policy sink on synthetic spans: ratios, rules, parents, the tail.
+
 use std::sync::Arc;
 
 use sonde_export::{

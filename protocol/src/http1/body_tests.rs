@@ -1,3 +1,5 @@
+//! Unit tests of the HTTP/1 body framing.
+
 use super::*;
 
 fn limits() -> Limits {

@@ -1,3 +1,5 @@
+//! Unit tests of the HTTP/1 head parser.
+
 use super::*;
 
 const REQ: &[u8] =
