@@ -82,9 +82,6 @@ pub fn ctx_client(_ctx: TracePointContext) -> u32 {
 /// A server context older than this no longer links outgoing requests.
 pub(crate) const STALE_NS: u64 = 30_000_000_000;
 
-/// Length of `traceparent: 00-<32>-<16>-<2>\r\n`.
-pub const HEADER_LEN: usize = 70;
-
 #[inline(always)]
 pub(crate) fn at(buf: &DataBuf, i: u32) -> u8 {
     buf.payload[(i as usize) & (2 * MAX_CAPTURE - 1)]

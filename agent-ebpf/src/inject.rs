@@ -22,10 +22,9 @@ use aya_ebpf::{
 use sonde_proto::InjectOutcome;
 
 use crate::{
-    context::HEADER_LEN,
     filter::traced,
     h2ctx::FIELD_LEN,
-    maps::{CONNECTING, PLAN_H2, PLANS, Plan, SOCKS},
+    maps::{CONNECTING, HEADER_LEN, PLAN_H2, PLANS, Plan, SOCKS},
 };
 
 const SK_PASS: u32 = sk_action::SK_PASS;

@@ -9,6 +9,9 @@ use sonde_proto::{
     COUNTER_SLOTS, ConnKey, ConnState, DataEvent, FilterConfig, MAX_CAPTURE, ProcState,
 };
 
+/// Length of `traceparent: 00-<32>-<16>-<2>\r\n`, the line injection inserts.
+pub const HEADER_LEN: usize = 70;
+
 /// Every event record, to the agent. Written by all programs; read by the agent's `events`
 /// module. Size set by the agent at load time (`--ring-buffer-bytes`); when full, records are
 /// dropped and counted (`Counter::RingbufFull`).
@@ -207,7 +210,7 @@ pub struct Plan {
     pub _pad2: [u8; 6],
     /// `traceparent: 00-<trace>-<span>-<flags>\r\n` (HTTP/1), or the HPACK literal field
     /// of [`crate::h2ctx::FIELD_LEN`] bytes (HTTP/2).
-    pub header: [u8; crate::context::HEADER_LEN],
+    pub header: [u8; HEADER_LEN],
     pub _pad3: [u8; 2],
     /// HTTP/2: offset of the HEADERS frame in the send, and its payload length as sent.
     pub frame_off: u32,

@@ -27,7 +27,7 @@ use crate::{
         SyscallArgs, TAIL, TAIL_CTX_CLIENT, TAIL_CTX_H2, TAIL_CTX_SERVER, TailArgs,
     },
     sockets::{Class, classify, conn_for_data, forget_fd, open_conn},
-    util::{count, header, now_ns, wakeup_flags},
+    util::{copy_user, count, header, now_ns, wakeup_flags},
 };
 
 const EINPROGRESS: i64 = 115;
@@ -284,28 +284,6 @@ fn is_h2_preface(buf: &DataBuf) -> bool {
 #[inline(always)]
 fn count_http_desync() {
     count(Counter::HttpDesync, 1);
-}
-
-/// Copies `n` bytes from user address `src` to `payload[off..]`. The masks are for the
-/// verifier: callers keep `off < MAX_CAPTURE` and `n <= MAX_CAPTURE - off`.
-#[inline(always)]
-pub(crate) fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> bool {
-    let off = off & (MAX_CAPTURE as u64 - 1);
-    let n = if n > MAX_CAPTURE as u64 {
-        MAX_CAPTURE as u64
-    } else {
-        n
-    };
-    // SAFETY: `payload` is the scratch map value's 2*MAX_CAPTURE array, so `off + n` stays
-    // inside it; the helper checks `src`.
-    let rc = unsafe {
-        generated::bpf_probe_read_user(
-            payload.add(off as usize) as *mut c_void,
-            n as u32,
-            src as *const c_void,
-        )
-    };
-    rc == 0
 }
 
 /// The exit half of every data syscall: one `DataEvent` with the first bytes transferred.

@@ -45,7 +45,7 @@ use crate::{
         CONNS, GO_CALLS, ObjKey, SCRATCH, TLS_CALLS, TLS_OP_HANDSHAKE, TLS_OP_READ, TLS_OP_WRITE,
         TLS_SOCKS, TLS_SSL_FD, TLS_UNMAPPED, TlsCall, TlsSock,
     },
-    syscalls::copy_user,
+    util::copy_user,
     util::{count, header, now_ns, wakeup_flags},
 };
 

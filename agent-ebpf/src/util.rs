@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
 };
-use sonde_proto::{Counter, EventHeader, EventKind};
+use sonde_proto::{Counter, EventHeader, EventKind, MAX_CAPTURE};
 
 use crate::{
     WAKEUP_BYTES, global,
@@ -82,4 +82,26 @@ pub fn emit<T: 'static>(record: &T) -> bool {
             false
         }
     }
+}
+
+/// Copies `n` bytes from user address `src` to `payload[off..]`. The masks are for the
+/// verifier: callers keep `off < MAX_CAPTURE` and `n <= MAX_CAPTURE - off`.
+#[inline(always)]
+pub fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> bool {
+    let off = off & (MAX_CAPTURE as u64 - 1);
+    let n = if n > MAX_CAPTURE as u64 {
+        MAX_CAPTURE as u64
+    } else {
+        n
+    };
+    // SAFETY: `payload` is the scratch map value's 2*MAX_CAPTURE array, so `off + n` stays
+    // inside it; the helper checks `src`.
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            payload.add(off as usize) as *mut core::ffi::c_void,
+            n as u32,
+            src as *const core::ffi::c_void,
+        )
+    };
+    rc == 0
 }

@@ -17,7 +17,69 @@ use std::{
 use serde_json::{Value, json};
 use sonde_export::{prom, stats::ExportStats};
 
-use crate::{capture::Summary, span::SpanStats};
+use crate::{
+    conn::ConnStats,
+    events::DecodeErrors,
+    probes::KernelCounters,
+    span::SpanStats,
+    tls::{AttachedFile, TlsStats},
+};
+
+/// Totals at the end of a capture (or at any time).
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub kernel: KernelCounters,
+    pub conns: ConnStats,
+    pub decode_errors: DecodeErrors,
+    pub records: u64,
+    pub conns_tracked: usize,
+    /// What the TLS probes attached and detached.
+    pub tls: TlsStats,
+    /// Files with TLS probes attached at the time of the summary.
+    pub tls_files: Vec<AttachedFile>,
+}
+
+impl Summary {
+    /// Human-readable totals, one `name value` pair per line.
+    pub fn lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .kernel
+            .0
+            .iter()
+            .map(|(k, n)| format!("kernel.{k} {n}"))
+            .collect();
+        let c = &self.conns;
+        for (k, n) in [
+            ("conns.opened", c.opened),
+            ("conns.discovered", c.discovered),
+            ("conns.closed", c.closed),
+            ("conns.evicted_idle", c.evicted_idle),
+            ("conns.evicted_limit", c.evicted_limit),
+            ("conns.ended_by_process_exit", c.ended_by_exit),
+            ("conns.open_record_missing", c.open_missing),
+            ("conns.roles_inferred", c.roles_inferred),
+            ("conns.tls_switched", c.tls_switched),
+            ("stream.tls_ciphertext_dropped", c.tls_ciphertext_dropped),
+            ("stream.gap_not_captured_bytes", c.gap_not_captured_bytes),
+            ("stream.gap_unreadable_bytes", c.gap_unreadable_bytes),
+            ("stream.gap_lost_bytes", c.gap_lost_bytes),
+            ("stream.gaps_lost", c.gaps_lost),
+            ("stream.reordered", c.reordered),
+            ("stream.resequenced", c.resequenced),
+            ("stream.reorder_overflows", c.pending_overflows),
+            ("tls.files_attached", self.tls.files_attached),
+            ("tls.files_detached", self.tls.files_detached),
+            ("tls.attach_failures", self.tls.attach_failures),
+            ("tls.users_swept", self.tls.users_swept),
+            ("events.records", self.records),
+            ("events.decode_errors", self.decode_errors.total()),
+            ("conns.tracked_now", self.conns_tracked as u64),
+        ] {
+            v.push(format!("{k} {n}"));
+        }
+        v
+    }
+}
 
 /// What the capture thread last published.
 #[derive(Clone, Debug, Default)]

@@ -20,10 +20,10 @@ use opentelemetry_proto::tonic::{
 use crate::{
     span::{KeyValue, Resource, Span, SpanKind, StatusCode, Value},
     transport::EncodedRequest,
+    wire::group_by_resource,
 };
 
-/// Name of the instrumentation scope on every exported span.
-pub const SCOPE_NAME: &str = "sonde";
+pub use crate::wire::SCOPE_NAME;
 
 /// The instrumentation scope sonde reports: `sonde` and the agent's version.
 pub fn scope(version: &str) -> InstrumentationScope {
@@ -66,31 +66,6 @@ pub fn to_request(spans: Vec<Span>, scope: &InstrumentationScope) -> ExportTrace
             })
             .collect(),
     }
-}
-
-/// The spans of each resource, by index, groups and members in first-seen order. A span joins
-/// the group of the span before it when they share the `Arc` (the common case, checked first),
-/// else the first group with an equal resource.
-pub(crate) fn group_by_resource(spans: &[Span]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<(&Arc<Resource>, Vec<usize>)> = Vec::new();
-    let mut last = 0usize;
-    for (i, span) in spans.iter().enumerate() {
-        let r = &span.resource;
-        let idx = if groups.get(last).is_some_and(|(g, _)| Arc::ptr_eq(g, r)) {
-            last
-        } else if let Some(found) = groups
-            .iter()
-            .position(|(g, _)| Arc::ptr_eq(g, r) || ***g == **r)
-        {
-            found
-        } else {
-            groups.push((r, Vec::new()));
-            groups.len() - 1
-        };
-        last = idx;
-        groups[idx].1.push(i);
-    }
-    groups.into_iter().map(|(_, members)| members).collect()
 }
 
 /// A batch in its wire form, ready for every attempt of its export: the bytes prost would

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use crate::{
     span::{SpanId, TraceId},
-    stats::HistogramSnapshot,
+    stats::{ExportStats, HistogramSnapshot},
 };
 
 /// The `Content-Type` of what [`Writer::finish`] returns.
@@ -279,6 +279,68 @@ pub fn is_valid_label_name(name: &str) -> bool {
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The exporter's own counters, in this format.
+impl ExportStats {
+    /// Writes every export metric (`sonde_export_*`) in Prometheus text format.
+    pub fn render_prometheus(&self, w: &mut Writer) {
+        let s = self.snapshot();
+        w.counter(
+            "sonde_export_spans_created_total",
+            "Spans offered to the exporter (queued or dropped at the queue).",
+        )
+        .sample(&[], s.created as f64);
+        w.counter(
+            "sonde_export_spans_exported_total",
+            "Spans the receiver accepted.",
+        )
+        .sample(&[], s.exported as f64);
+        let mut f = w.counter(
+            "sonde_export_spans_dropped_total",
+            "Spans dropped, by reason.",
+        );
+        for (reason, n) in s.dropped {
+            f = f.sample(&[("reason", reason.as_str())], n as f64);
+        }
+        w.counter(
+            "sonde_export_retries_total",
+            "Export attempts that were retries of a failed attempt.",
+        )
+        .sample(&[], s.retries as f64);
+        let mut f = w.counter(
+            "sonde_export_requests_total",
+            "Export requests (attempts), by outcome.",
+        );
+        for (outcome, n) in s.requests {
+            f = f.sample(&[("outcome", outcome.as_str())], n as f64);
+        }
+        w.gauge(
+            "sonde_export_queue_spans",
+            "Spans waiting in the export queue.",
+        )
+        .sample(&[], s.queue_len as f64);
+        w.gauge(
+            "sonde_export_queue_peak_spans",
+            "Most spans ever waiting in the export queue at once.",
+        )
+        .sample(&[], s.queue_peak as f64);
+        w.gauge(
+            "sonde_export_queue_capacity_spans",
+            "Bound of the export queue (OTEL_BSP_MAX_QUEUE_SIZE).",
+        )
+        .sample(&[], s.queue_capacity as f64);
+        w.gauge(
+            "sonde_export_in_flight_spans",
+            "Spans in the batch being exported (or retried) now.",
+        )
+        .sample(&[], s.in_flight as f64);
+        w.histogram(
+            "sonde_export_request_duration_seconds",
+            "Duration of export requests (attempts), any outcome.",
+        )
+        .sample(&[], &s.latency);
+    }
 }
 
 #[cfg(test)]

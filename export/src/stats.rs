@@ -10,8 +10,6 @@ use std::{
     time::Duration,
 };
 
-use crate::prom;
-
 /// Why spans were dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
@@ -247,65 +245,6 @@ impl ExportStats {
             latency: self.latency.snapshot(),
         }
     }
-
-    /// Writes every export metric (`sonde_export_*`) in Prometheus text format.
-    pub fn render_prometheus(&self, w: &mut prom::Writer) {
-        let s = self.snapshot();
-        w.counter(
-            "sonde_export_spans_created_total",
-            "Spans offered to the exporter (queued or dropped at the queue).",
-        )
-        .sample(&[], s.created as f64);
-        w.counter(
-            "sonde_export_spans_exported_total",
-            "Spans the receiver accepted.",
-        )
-        .sample(&[], s.exported as f64);
-        let mut f = w.counter(
-            "sonde_export_spans_dropped_total",
-            "Spans dropped, by reason.",
-        );
-        for (reason, n) in s.dropped {
-            f = f.sample(&[("reason", reason.as_str())], n as f64);
-        }
-        w.counter(
-            "sonde_export_retries_total",
-            "Export attempts that were retries of a failed attempt.",
-        )
-        .sample(&[], s.retries as f64);
-        let mut f = w.counter(
-            "sonde_export_requests_total",
-            "Export requests (attempts), by outcome.",
-        );
-        for (outcome, n) in s.requests {
-            f = f.sample(&[("outcome", outcome.as_str())], n as f64);
-        }
-        w.gauge(
-            "sonde_export_queue_spans",
-            "Spans waiting in the export queue.",
-        )
-        .sample(&[], s.queue_len as f64);
-        w.gauge(
-            "sonde_export_queue_peak_spans",
-            "Most spans ever waiting in the export queue at once.",
-        )
-        .sample(&[], s.queue_peak as f64);
-        w.gauge(
-            "sonde_export_queue_capacity_spans",
-            "Bound of the export queue (OTEL_BSP_MAX_QUEUE_SIZE).",
-        )
-        .sample(&[], s.queue_capacity as f64);
-        w.gauge(
-            "sonde_export_in_flight_spans",
-            "Spans in the batch being exported (or retried) now.",
-        )
-        .sample(&[], s.in_flight as f64);
-        w.histogram(
-            "sonde_export_request_duration_seconds",
-            "Duration of export requests (attempts), any outcome.",
-        )
-        .sample(&[], &s.latency);
-    }
 }
 
 /// A reading of all counters. Taken field by field, so exact relations between fields hold
@@ -411,7 +350,7 @@ mod tests {
         let s = ExportStats::new(2048);
         s.record_offered();
         s.record_dropped(DropReason::QueueFull, 1);
-        let mut w = prom::Writer::new();
+        let mut w = crate::prom::Writer::new();
         s.render_prometheus(&mut w);
         let text = w.finish();
         assert!(text.contains("sonde_export_spans_dropped_total{reason=\"queue_full\"} 1\n"));

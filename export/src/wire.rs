@@ -12,10 +12,35 @@ use std::sync::Arc;
 use bytes::BufMut;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use crate::{
-    otlp::{SCOPE_NAME, group_by_resource},
-    span::{KeyValue, Resource, Span, SpanKind, StatusCode, Value},
-};
+use crate::span::{KeyValue, Resource, Span, SpanKind, StatusCode, Value};
+
+/// Name of the instrumentation scope on every exported span.
+pub const SCOPE_NAME: &str = "sonde";
+
+/// The spans of each resource, by index, groups and members in first-seen order. A span joins
+/// the group of the span before it when they share the `Arc` (the common case, checked first),
+/// else the first group with an equal resource.
+pub(crate) fn group_by_resource(spans: &[Span]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(&Arc<Resource>, Vec<usize>)> = Vec::new();
+    let mut last = 0usize;
+    for (i, span) in spans.iter().enumerate() {
+        let r = &span.resource;
+        let idx = if groups.get(last).is_some_and(|(g, _)| Arc::ptr_eq(g, r)) {
+            last
+        } else if let Some(found) = groups
+            .iter()
+            .position(|(g, _)| Arc::ptr_eq(g, r) || ***g == **r)
+        {
+            found
+        } else {
+            groups.push((r, Vec::new()));
+            groups.len() - 1
+        };
+        last = idx;
+        groups[idx].1.push(i);
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
 
 /// The request `to_request(spans, scope)` would make, encoded (grouped by resource the same
 /// way, [`group_by_resource`]).

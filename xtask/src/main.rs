@@ -4,6 +4,7 @@
 //! it first, so the README's two commands work on a machine that has nothing but Rust.
 
 mod bench;
+mod cycles;
 mod fuzz;
 mod setup;
 
@@ -44,6 +45,8 @@ enum Task {
     },
     /// Set up, build sonde and run `sonde doctor`.
     Doctor,
+    /// Fail if modules of one crate import each other in a cycle (part of `test`).
+    Cycles,
     /// Run each cargo-fuzz target of the protocol parsers briefly (installs cargo-fuzz).
     Fuzz {
         /// Seconds per target.
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Task::Fuzz { seconds, target } => {
             setup::setup().and_then(|_| fuzz::fuzz(seconds, target.as_deref()))
         }
+        Task::Cycles => cycles::check(&workspace_root()),
         Task::Doctor => setup::setup().and_then(|_| {
             let sonde = build_sonde()?;
             run(Command::new(sonde).arg("doctor"))
@@ -148,6 +152,8 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
+        step("import cycles between modules");
+        cycles::check(&workspace_root())?;
     }
     // Privileged tests load kernel programs: they need root, which CI and our machines have.
     // SAFETY: geteuid has no preconditions.
