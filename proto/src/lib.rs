@@ -99,6 +99,53 @@ pub mod programs {
     /// Tail-called at a send on an HTTP/2 client connection that holds a frame header
     /// (index 2 of `TAIL`).
     pub const CTX_H2_CLIENT: &str = "ctx_h2_client";
+    /// Every tracepoint program of the object: (program name, i.e. the function name in
+    /// `agent-ebpf`, tracepoint category, tracepoint).
+    pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
+        ("syscalls_enter_read", "syscalls", "sys_enter_read"),
+        ("syscalls_exit_read", "syscalls", "sys_exit_read"),
+        ("syscalls_enter_readv", "syscalls", "sys_enter_readv"),
+        ("syscalls_exit_readv", "syscalls", "sys_exit_readv"),
+        ("syscalls_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
+        ("syscalls_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+        ("syscalls_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
+        ("syscalls_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
+        ("syscalls_enter_write", "syscalls", "sys_enter_write"),
+        ("syscalls_exit_write", "syscalls", "sys_exit_write"),
+        ("syscalls_enter_writev", "syscalls", "sys_enter_writev"),
+        ("syscalls_exit_writev", "syscalls", "sys_exit_writev"),
+        ("syscalls_enter_sendto", "syscalls", "sys_enter_sendto"),
+        ("syscalls_exit_sendto", "syscalls", "sys_exit_sendto"),
+        ("syscalls_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
+        ("syscalls_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+        (
+            "syscalls_enter_sendfile64",
+            "syscalls",
+            "sys_enter_sendfile64",
+        ),
+        (
+            "syscalls_exit_sendfile64",
+            "syscalls",
+            "sys_exit_sendfile64",
+        ),
+        ("syscalls_enter_connect", "syscalls", "sys_enter_connect"),
+        ("syscalls_exit_connect", "syscalls", "sys_exit_connect"),
+        ("syscalls_enter_accept", "syscalls", "sys_enter_accept"),
+        ("syscalls_exit_accept", "syscalls", "sys_exit_accept"),
+        ("syscalls_enter_accept4", "syscalls", "sys_enter_accept4"),
+        ("syscalls_exit_accept4", "syscalls", "sys_exit_accept4"),
+        ("syscalls_enter_close", "syscalls", "sys_enter_close"),
+        (
+            "syscalls_enter_close_range",
+            "syscalls",
+            "sys_enter_close_range",
+        ),
+        ("syscalls_enter_dup2", "syscalls", "sys_enter_dup2"),
+        ("syscalls_enter_dup3", "syscalls", "sys_enter_dup3"),
+        ("sched_process_exec", "sched", "sched_process_exec"),
+        ("sched_process_exit", "sched", "sched_process_exit"),
+        ("sched_process_fork", "sched", "sched_process_fork"),
+    ];
 }
 
 /// Names of the global variables the agent sets at load time.

@@ -34,52 +34,7 @@ use self::{
 /// The kernel object compiled by `build.rs` (empty when built with `SONDE_SKIP_EBPF=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sonde"));
 
-/// Every tracepoint program: (program name, category, tracepoint).
-pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("syscalls_enter_read", "syscalls", "sys_enter_read"),
-    ("syscalls_exit_read", "syscalls", "sys_exit_read"),
-    ("syscalls_enter_readv", "syscalls", "sys_enter_readv"),
-    ("syscalls_exit_readv", "syscalls", "sys_exit_readv"),
-    ("syscalls_enter_recvfrom", "syscalls", "sys_enter_recvfrom"),
-    ("syscalls_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
-    ("syscalls_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
-    ("syscalls_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
-    ("syscalls_enter_write", "syscalls", "sys_enter_write"),
-    ("syscalls_exit_write", "syscalls", "sys_exit_write"),
-    ("syscalls_enter_writev", "syscalls", "sys_enter_writev"),
-    ("syscalls_exit_writev", "syscalls", "sys_exit_writev"),
-    ("syscalls_enter_sendto", "syscalls", "sys_enter_sendto"),
-    ("syscalls_exit_sendto", "syscalls", "sys_exit_sendto"),
-    ("syscalls_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
-    ("syscalls_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
-    (
-        "syscalls_enter_sendfile64",
-        "syscalls",
-        "sys_enter_sendfile64",
-    ),
-    (
-        "syscalls_exit_sendfile64",
-        "syscalls",
-        "sys_exit_sendfile64",
-    ),
-    ("syscalls_enter_connect", "syscalls", "sys_enter_connect"),
-    ("syscalls_exit_connect", "syscalls", "sys_exit_connect"),
-    ("syscalls_enter_accept", "syscalls", "sys_enter_accept"),
-    ("syscalls_exit_accept", "syscalls", "sys_exit_accept"),
-    ("syscalls_enter_accept4", "syscalls", "sys_enter_accept4"),
-    ("syscalls_exit_accept4", "syscalls", "sys_exit_accept4"),
-    ("syscalls_enter_close", "syscalls", "sys_enter_close"),
-    (
-        "syscalls_enter_close_range",
-        "syscalls",
-        "sys_enter_close_range",
-    ),
-    ("syscalls_enter_dup2", "syscalls", "sys_enter_dup2"),
-    ("syscalls_enter_dup3", "syscalls", "sys_enter_dup3"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sched_process_fork", "sched", "sched_process_fork"),
-];
+pub use sonde_proto::programs::TRACEPOINTS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -147,6 +102,35 @@ pub enum ProbeError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+}
+
+impl ProbeError {
+    /// The error of loading (or looking up, or attaching through a link) program `name`.
+    fn load(name: &'static str) -> impl FnOnce(ProgramError) -> Self {
+        move |e| Self::ProgramLoad {
+            name,
+            source: Box::new(e),
+        }
+    }
+
+    /// The error of using map `name`.
+    fn map(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> Self {
+        move |e| Self::Map {
+            name,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Program `name` of the object, as its type `P`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, ProbeError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram { name })?
+        .try_into()
+        .map_err(ProbeError::load(name))
 }
 
 /// Which processes are traced, before any runtime change.
@@ -238,10 +222,7 @@ where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
     let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
-    T::try_from(map).map_err(|e| ProbeError::Map {
-        name,
-        source: Box::new(e),
-    })
+    T::try_from(map).map_err(ProbeError::map(name))
 }
 
 impl Probes {
@@ -314,20 +295,9 @@ impl Probes {
         probes.load_context_programs()?;
 
         for &(name, category, tracepoint) in TRACEPOINTS {
-            let prog: &mut TracePoint = probes
-                .ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram { name })?
-                .try_into()
-                .map_err(|e| ProbeError::ProgramLoad {
-                    name,
-                    source: Box::new(e),
-                })?;
+            let prog: &mut TracePoint = program(&mut probes.ebpf, name)?;
             let t0 = Instant::now();
-            prog.load().map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })?;
+            prog.load().map_err(ProbeError::load(name))?;
             let t1 = Instant::now();
             prog.attach(category, tracepoint)
                 .map_err(|e| ProbeError::Attach {
@@ -365,36 +335,17 @@ impl Probes {
             .take_map(maps::TAIL)
             .ok_or(ProbeError::MissingMap(maps::TAIL))?;
         let mut tail: ProgramArray<MapData> =
-            ProgramArray::try_from(map).map_err(|e| ProbeError::Map {
-                name: maps::TAIL,
-                source: Box::new(e),
-            })?;
+            ProgramArray::try_from(map).map_err(ProbeError::map(maps::TAIL))?;
         for (index, name) in [
             (0u32, programs::CTX_SERVER),
             (1, programs::CTX_CLIENT),
             (2, programs::CTX_H2_CLIENT),
         ] {
-            let prog: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram { name })?
-                .try_into()
-                .map_err(|e| ProbeError::ProgramLoad {
-                    name,
-                    source: Box::new(e),
-                })?;
-            prog.load().map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })?;
-            let fd = prog.fd().map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })?;
-            tail.set(index, fd, 0).map_err(|e| ProbeError::Map {
-                name: maps::TAIL,
-                source: Box::new(e),
-            })?;
+            let prog: &mut TracePoint = program(&mut self.ebpf, name)?;
+            prog.load().map_err(ProbeError::load(name))?;
+            let fd = prog.fd().map_err(ProbeError::load(name))?;
+            tail.set(index, fd, 0)
+                .map_err(ProbeError::map(maps::TAIL))?;
         }
         self.tail = Some(tail);
         Ok(())
@@ -409,58 +360,27 @@ impl Probes {
             .take_map(maps::SOCKS)
             .ok_or(ProbeError::MissingMap(maps::SOCKS))?;
         let socks: SockHash<MapData, u64> =
-            SockHash::try_from(socks).map_err(|e| ProbeError::Map {
-                name: maps::SOCKS,
-                source: Box::new(e),
-            })?;
+            SockHash::try_from(socks).map_err(ProbeError::map(maps::SOCKS))?;
         let fd = socks.fd().try_clone().map_err(|e| ProbeError::Cgroup {
             path: root.display().to_string(),
             source: e,
         })?;
         let name = programs::SK_MSG;
-        let msg: &mut SkMsg = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram { name })?
-            .try_into()
-            .map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })?;
-        msg.load().map_err(|e| ProbeError::ProgramLoad {
-            name,
-            source: Box::new(e),
-        })?;
-        msg.attach(&fd).map_err(|e| ProbeError::ProgramLoad {
-            name,
-            source: Box::new(e),
-        })?;
+        let msg: &mut SkMsg = program(&mut self.ebpf, name)?;
+        msg.load().map_err(ProbeError::load(name))?;
+        msg.attach(&fd).map_err(ProbeError::load(name))?;
         let cgroup = std::fs::File::open(root).map_err(|source| ProbeError::Cgroup {
             path: root.display().to_string(),
             source,
         })?;
         let name = programs::SOCK_OPS;
-        let ops: &mut SockOps = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram { name })?
-            .try_into()
-            .map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })?;
-        ops.load().map_err(|e| ProbeError::ProgramLoad {
-            name,
-            source: Box::new(e),
-        })?;
+        let ops: &mut SockOps = program(&mut self.ebpf, name)?;
+        ops.load().map_err(ProbeError::load(name))?;
         // aya attaches through a BPF link, which the kernel always adds alongside other
         // programs (links are multi by nature): `Single` replaces nobody's program here,
         // whereas `AllowMultiple` makes aya pass a flag that link_create refuses (EINVAL).
         ops.attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })?;
+            .map_err(ProbeError::load(name))?;
         self.socks = Some(socks);
         Ok(())
     }
@@ -489,10 +409,7 @@ impl Probes {
         };
         self.procs
             .insert(pid, state, 0)
-            .map_err(|e| ProbeError::Map {
-                name: maps::PROCS,
-                source: Box::new(e),
-            })
+            .map_err(ProbeError::map(maps::PROCS))
     }
 
     /// Marks a process whose outgoing requests must never be linked to the request its thread
@@ -507,10 +424,7 @@ impl Probes {
         state.flags |= sonde_proto::PROC_FLAG_NO_LINK;
         self.procs
             .insert(pid, state, 0)
-            .map_err(|e| ProbeError::Map {
-                name: maps::PROCS,
-                source: Box::new(e),
-            })
+            .map_err(ProbeError::map(maps::PROCS))
     }
 
     pub fn set_cgroup(&mut self, cgroup_id: u64, decision: Decision) -> Result<(), ProbeError> {
@@ -522,10 +436,7 @@ impl Probes {
         } else {
             self.cgroups.insert(cgroup_id, decision as u32, 0)
         };
-        r.map_err(|e| ProbeError::Map {
-            name: maps::CGROUPS,
-            source: Box::new(e),
-        })
+        r.map_err(ProbeError::map(maps::CGROUPS))
     }
 
     pub fn set_default(&mut self, decision: Decision) -> Result<(), ProbeError> {
@@ -533,10 +444,9 @@ impl Probes {
             default_decision: decision as u32,
             _pad: 0,
         };
-        self.filter.set(0, cfg, 0).map_err(|e| ProbeError::Map {
-            name: maps::FILTER,
-            source: Box::new(e),
-        })
+        self.filter
+            .set(0, cfg, 0)
+            .map_err(ProbeError::map(maps::FILTER))
     }
 
     /// Whether the kernel traces `pid`: the lookup of `agent-ebpf/src/filter.rs` (process, then

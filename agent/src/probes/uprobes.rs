@@ -38,23 +38,13 @@ impl Probes {
     pub(super) fn load_tls_programs(&mut self) -> Result<(), ProbeError> {
         for name in TLS_PROGRAMS {
             let prog = self.uprobe(name)?;
-            prog.load().map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })?;
+            prog.load().map_err(ProbeError::load(name))?;
         }
         Ok(())
     }
 
     fn uprobe(&mut self, name: &'static str) -> Result<&mut UProbe, ProbeError> {
-        self.ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::MissingProgram { name })?
-            .try_into()
-            .map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })
+        super::program(&mut self.ebpf, name)
     }
 
     /// Attaches `program` at file offset `offset` of `target`, for every process.
