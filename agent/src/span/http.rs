@@ -176,6 +176,52 @@ pub(super) fn split_host(host: &str) -> (&str, Option<u16>) {
     }
 }
 
+/// `server.*` and `client.*` of a server span: the server named by the request (`Host`,
+/// `:authority`; the local port when it names none), else the local socket; the client is the
+/// peer socket.
+pub(super) fn server_addresses(
+    attrs: &mut Vec<KeyValue>,
+    host: Option<(&str, Option<u16>)>,
+    conn: &ConnInfo,
+    strings: &ConnStrings,
+) {
+    match host {
+        Some((h, p)) if !h.is_empty() => {
+            push(attrs, "server.address", h.to_owned());
+            if let Some(p) = p.or(conn.local.map(|a| a.port())) {
+                push(attrs, "server.port", i64::from(p));
+            }
+        }
+        _ => {
+            if let (Some(l), Some(lip)) = (conn.local, &strings.local_ip) {
+                push(attrs, "server.address", lip.clone());
+                push(attrs, "server.port", i64::from(l.port()));
+            }
+        }
+    }
+    if let (Some(r), Some(rip)) = (conn.remote, &strings.remote_ip) {
+        push(attrs, "client.address", rip.clone());
+        push(attrs, "client.port", i64::from(r.port()));
+    }
+}
+
+/// The server a client span called: named by the request (its port, else the peer's), else the
+/// peer socket.
+pub(super) fn called_server(
+    host: Option<(&str, Option<u16>)>,
+    conn: &ConnInfo,
+    strings: &ConnStrings,
+) -> (String, Option<u16>) {
+    match (host, conn.remote) {
+        (Some((h, p)), r) if !h.is_empty() => (h.to_owned(), p.or(r.map(|r| r.port()))),
+        (_, Some(r)) => (
+            strings.remote_ip.clone().unwrap_or_default(),
+            Some(r.port()),
+        ),
+        (_, None) => (String::new(), None),
+    }
+}
+
 pub(super) fn push(attrs: &mut Vec<KeyValue>, key: &'static str, value: impl Into<Value>) {
     attrs.push(KeyValue::new(key, value));
 }
@@ -275,34 +321,15 @@ pub fn exchange_span(
             }
             push(&mut attrs, "url.scheme", scheme);
             push(&mut attrs, "http.route", route.clone());
-            match host_header.as_deref().map(split_host) {
-                Some((h, p)) => {
-                    push(&mut attrs, "server.address", h.to_owned());
-                    if let Some(p) = p.or(conn.local.map(|a| a.port())) {
-                        push(&mut attrs, "server.port", i64::from(p));
-                    }
-                }
-                None => {
-                    if let (Some(l), Some(lip)) = (conn.local, &strings.local_ip) {
-                        push(&mut attrs, "server.address", lip.clone());
-                        push(&mut attrs, "server.port", i64::from(l.port()));
-                    }
-                }
-            }
-            if let (Some(r), Some(rip)) = (conn.remote, &strings.remote_ip) {
-                push(&mut attrs, "client.address", rip.clone());
-                push(&mut attrs, "client.port", i64::from(r.port()));
-            }
+            server_addresses(
+                &mut attrs,
+                host_header.as_deref().map(split_host),
+                conn,
+                strings,
+            );
         }
         _ => {
-            let (host, port) = match (host_header.as_deref().map(split_host), conn.remote) {
-                (Some((h, p)), r) => (h.to_owned(), p.or(r.map(|r| r.port()))),
-                (None, Some(r)) => (
-                    strings.remote_ip.clone().unwrap_or_default(),
-                    Some(r.port()),
-                ),
-                (None, None) => (String::new(), None),
-            };
+            let (host, port) = called_server(host_header.as_deref().map(split_host), conn, strings);
             let default_port = if conn.tls { 443 } else { 80 };
             let authority = match port {
                 Some(p) if p != default_port => format!("{host}:{p}"),

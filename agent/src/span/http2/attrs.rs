@@ -29,7 +29,8 @@ use sonde_protocol::{
 
 use crate::span::{
     http::{
-        ConnStrings, HttpConfig, KNOWN_METHODS, method_for_name, push, redact_query, split_host,
+        ConnStrings, HttpConfig, KNOWN_METHODS, called_server, method_for_name, push, redact_query,
+        server_addresses, split_host,
     },
     links::Ids,
 };
@@ -68,34 +69,10 @@ pub fn stream_span(
     // Addresses: the server from :authority (client side) or the local socket (server side).
     match kind {
         SpanKind::Server => {
-            match authority {
-                Some((h, p)) if !h.is_empty() => {
-                    push(&mut attrs, "server.address", h.to_owned());
-                    if let Some(p) = p.or(conn.local.map(|a| a.port())) {
-                        push(&mut attrs, "server.port", i64::from(p));
-                    }
-                }
-                _ => {
-                    if let (Some(l), Some(lip)) = (conn.local, &strings.local_ip) {
-                        push(&mut attrs, "server.address", lip.clone());
-                        push(&mut attrs, "server.port", i64::from(l.port()));
-                    }
-                }
-            }
-            if let (Some(r), Some(rip)) = (conn.remote, &strings.remote_ip) {
-                push(&mut attrs, "client.address", rip.clone());
-                push(&mut attrs, "client.port", i64::from(r.port()));
-            }
+            server_addresses(&mut attrs, authority, conn, strings);
         }
         _ => {
-            let (host, port) = match (authority, conn.remote) {
-                (Some((h, p)), r) if !h.is_empty() => (h.to_owned(), p.or(r.map(|r| r.port()))),
-                (_, Some(r)) => (
-                    strings.remote_ip.clone().unwrap_or_default(),
-                    Some(r.port()),
-                ),
-                (_, None) => (String::new(), None),
-            };
+            let (host, port) = called_server(authority, conn, strings);
             if call.is_none()
                 && let Some(path) = req.and_then(|r| r.path.as_deref())
             {
