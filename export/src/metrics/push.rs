@@ -16,14 +16,14 @@ use tokio::{sync::watch, task::JoinHandle};
 use tonic::{
     codec::CompressionEncoding,
     metadata::{AsciiMetadataKey, AsciiMetadataValue},
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+    transport::Channel,
 };
 
 use super::SpanMetrics;
 use crate::{
     config::{Compression, ExportConfig, Protocol},
     otlp,
-    transport::{ClientError, tls},
+    transport::ClientError,
 };
 
 /// Default interval between pushes (the OpenTelemetry default is 60 s).
@@ -60,26 +60,7 @@ impl MetricsPusher {
         if config.protocol != Protocol::Grpc {
             return Ok(None);
         }
-        let endpoint_text = config.endpoint.to_string();
-        let grpc_err = |source| ClientError::GrpcEndpoint {
-            endpoint: endpoint_text.clone(),
-            source,
-        };
-        let mut endpoint = Endpoint::from_shared(endpoint_text.clone())
-            .map_err(grpc_err)?
-            .connect_timeout(config.timeout);
-        if config.uses_tls() {
-            let material = tls::load(&config.tls)?;
-            let mut tls_config = ClientTlsConfig::new();
-            tls_config = match material.ca {
-                Some(ca) => tls_config.ca_certificate(Certificate::from_pem(ca.bytes)),
-                None => tls_config.with_native_roots(),
-            };
-            if let Some((cert, key)) = material.identity {
-                tls_config = tls_config.identity(Identity::from_pem(cert.bytes, key.bytes));
-            }
-            endpoint = endpoint.tls_config(tls_config).map_err(grpc_err)?;
-        }
+        let endpoint = crate::transport::grpc_endpoint(config)?;
         let mut client = MetricsServiceClient::new(endpoint.connect_lazy());
         if config.compression == Compression::Gzip {
             client = client.send_compressed(CompressionEncoding::Gzip);

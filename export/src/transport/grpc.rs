@@ -34,30 +34,38 @@ struct Inner {
     endpoint: String,
 }
 
+/// The collector's gRPC endpoint as `config` says: timeout, user agent, TLS (a CA, or the
+/// system's roots; a client identity for mutual TLS). Traces and metrics use it alike.
+pub(crate) fn endpoint(config: &ExportConfig) -> Result<Endpoint, ClientError> {
+    let endpoint_text = config.endpoint.to_string();
+    let grpc_err = |source| ClientError::GrpcEndpoint {
+        endpoint: endpoint_text.clone(),
+        source,
+    };
+    let mut endpoint = Endpoint::from_shared(endpoint_text.clone())
+        .map_err(grpc_err)?
+        .connect_timeout(config.timeout)
+        .user_agent(USER_AGENT)
+        .map_err(grpc_err)?;
+    if config.uses_tls() {
+        let material = tls::load(&config.tls)?;
+        let mut tls_config = ClientTlsConfig::new();
+        tls_config = match material.ca {
+            Some(ca) => tls_config.ca_certificate(Certificate::from_pem(ca.bytes)),
+            None => tls_config.with_native_roots(),
+        };
+        if let Some((cert, key)) = material.identity {
+            tls_config = tls_config.identity(Identity::from_pem(cert.bytes, key.bytes));
+        }
+        endpoint = endpoint.tls_config(tls_config).map_err(grpc_err)?;
+    }
+    Ok(endpoint)
+}
+
 impl GrpcClient {
     pub fn new(config: &ExportConfig) -> Result<Self, ClientError> {
         let endpoint_text = config.endpoint.to_string();
-        let grpc_err = |source| ClientError::GrpcEndpoint {
-            endpoint: endpoint_text.clone(),
-            source,
-        };
-        let mut endpoint = Endpoint::from_shared(endpoint_text.clone())
-            .map_err(grpc_err)?
-            .connect_timeout(config.timeout)
-            .user_agent(USER_AGENT)
-            .map_err(grpc_err)?;
-        if config.uses_tls() {
-            let material = tls::load(&config.tls)?;
-            let mut tls_config = ClientTlsConfig::new();
-            tls_config = match material.ca {
-                Some(ca) => tls_config.ca_certificate(Certificate::from_pem(ca.bytes)),
-                None => tls_config.with_native_roots(),
-            };
-            if let Some((cert, key)) = material.identity {
-                tls_config = tls_config.identity(Identity::from_pem(cert.bytes, key.bytes));
-            }
-            endpoint = endpoint.tls_config(tls_config).map_err(grpc_err)?;
-        }
+        let endpoint = endpoint(config)?;
         let mut client =
             Grpc::new(endpoint.connect_lazy()).accept_compressed(CompressionEncoding::Gzip);
         if config.compression == Compression::Gzip {

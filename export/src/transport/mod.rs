@@ -14,6 +14,7 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 
+pub(crate) use self::grpc::endpoint as grpc_endpoint;
 pub use self::{grpc::GrpcClient, http::HttpClient};
 use crate::{
     config::{ExportConfig, Protocol},
