@@ -33,8 +33,8 @@ use sonde_proto::{
 use crate::{
     INJECT, global,
     maps::{
-        CONNS, DataBuf, HEAD_LINES, HEAD_SCAN, PENDING, PLAN_H2, PLAN_HTTP1, PLANS, PROCS, SCRATCH,
-        THREAD_CTX,
+        CONNS, DataBuf, HEAD_LINES, HEAD_SCAN, HEADER_LEN, PENDING, PLAN_H2, PLAN_HTTP1, PLANS,
+        PROCS, SCRATCH, THREAD_CTX,
     },
     util::{count, cpu, emit, header, now_ns},
 };
@@ -597,7 +597,38 @@ pub fn server_response(pid_tgid: u64) {
 }
 
 /// Hex digits for the injected header.
-pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes the W3C `traceparent` value `00-<trace id>-<span id>-<flags>` (55 bytes, lower-case
+/// hex) into `out` at `at`: the one writer of the HTTP/1 header line and the HTTP/2 field.
+#[inline(always)]
+pub(crate) fn write_traceparent(
+    out: &mut [u8; HEADER_LEN],
+    at: usize,
+    trace_id: &[u8; 16],
+    span_id: &[u8; 8],
+    flags: u8,
+) {
+    out[at] = b'0';
+    out[at + 1] = b'0';
+    out[at + 2] = b'-';
+    let mut j = 0;
+    while j < 16 {
+        out[at + 3 + 2 * j] = HEX[(trace_id[j] >> 4) as usize];
+        out[at + 4 + 2 * j] = HEX[(trace_id[j] & 15) as usize];
+        j += 1;
+    }
+    out[at + 35] = b'-';
+    let mut j = 0;
+    while j < 8 {
+        out[at + 36 + 2 * j] = HEX[(span_id[j] >> 4) as usize];
+        out[at + 37 + 2 * j] = HEX[(span_id[j] & 15) as usize];
+        j += 1;
+    }
+    out[at + 52] = b'-';
+    out[at + 53] = HEX[(flags >> 4) as usize & 15];
+    out[at + 54] = HEX[(flags & 15) as usize];
+}
 
 /// An outgoing request starts at `seq` on a client connection; its first bytes are in `buf`.
 /// Decides its context and, when injection is on and sure, the injection plan.
@@ -712,28 +743,13 @@ pub fn client_request(
         plan.parent = parent;
         plan.flags = flags;
         plan.source = source as u8;
-        let prefix = b"traceparent: 00-";
+        let prefix = b"traceparent: ";
         let mut i = 0;
         while i < prefix.len() {
             plan.header[i] = prefix[i];
             i += 1;
         }
-        let mut j = 0;
-        while j < 16 {
-            plan.header[16 + 2 * j] = HEX[(trace_id[j] >> 4) as usize];
-            plan.header[17 + 2 * j] = HEX[(trace_id[j] & 15) as usize];
-            j += 1;
-        }
-        plan.header[48] = b'-';
-        let mut j = 0;
-        while j < 8 {
-            plan.header[49 + 2 * j] = HEX[(span_id[j] >> 4) as usize];
-            plan.header[50 + 2 * j] = HEX[(span_id[j] & 15) as usize];
-            j += 1;
-        }
-        plan.header[65] = b'-';
-        plan.header[66] = HEX[(flags >> 4) as usize & 15];
-        plan.header[67] = HEX[(flags & 15) as usize];
+        write_traceparent(&mut plan.header, 13, &trace_id, &span_id, flags);
         plan.header[68] = b'\r';
         plan.header[69] = b'\n';
         if PLANS.insert(pid_tgid, &buf.plan, BPF_ANY as u64).is_ok() {

@@ -35,7 +35,7 @@ use sonde_proto::{
 
 use crate::{
     INJECT,
-    context::{HEX, STALE_NS, at, emit_ctx, le, new_root, random_span_id, word},
+    context::{STALE_NS, at, emit_ctx, le, new_root, random_span_id, word, write_traceparent},
     global,
     maps::{CONNS, DataBuf, HEAD_SCAN, PLAN_H2, PLANS, PROCS, SCRATCH, SERVER_PROCS, THREAD_CTX},
     util::{count, cpu, now_ns},
@@ -306,25 +306,7 @@ fn client_frames(
             i += 1;
         }
         plan.header[13] = 55;
-        plan.header[14] = b'0';
-        plan.header[15] = b'0';
-        plan.header[16] = b'-';
-        let mut j = 0;
-        while j < 16 {
-            plan.header[17 + 2 * j] = HEX[(trace_id[j] >> 4) as usize];
-            plan.header[18 + 2 * j] = HEX[(trace_id[j] & 15) as usize];
-            j += 1;
-        }
-        plan.header[49] = b'-';
-        let mut j = 0;
-        while j < 8 {
-            plan.header[50 + 2 * j] = HEX[(span_id[j] >> 4) as usize];
-            plan.header[51 + 2 * j] = HEX[(span_id[j] & 15) as usize];
-            j += 1;
-        }
-        plan.header[66] = b'-';
-        plan.header[67] = HEX[(flags >> 4) as usize & 15];
-        plan.header[68] = HEX[(flags & 15) as usize];
+        write_traceparent(&mut plan.header, 14, &trace_id, &span_id, flags);
         if PLANS.insert(pid_tgid, &buf.plan, BPF_ANY as u64).is_ok() {
             // The exit of this syscall reports the plan's outcome.
             return;

@@ -4,11 +4,11 @@
 //! 16), then each argument as 8 bytes from offset 16. `sys_exit_*`: `ret` (a `long`) at 16.
 //! These offsets are part of the kernel's ABI for syscall tracepoints.
 
-use core::{ffi::c_void, intrinsics::AtomicOrdering};
+use core::intrinsics::AtomicOrdering;
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -27,7 +27,7 @@ use crate::{
         SyscallArgs, TAIL, TAIL_CTX_CLIENT, TAIL_CTX_H2, TAIL_CTX_SERVER, TailArgs,
     },
     sockets::{Class, classify, conn_for_data, forget_fd, open_conn},
-    util::{copy_user, count, header, now_ns, wakeup_flags},
+    util::{copy_user, count, emit_data, header, now_ns},
 };
 
 const EINPROGRESS: i64 = 115;
@@ -429,23 +429,8 @@ fn data_exit(ctx: &TracePointContext, op: Syscall) {
             flags,
         };
     }
-    let size = core::mem::size_of::<DataEvent>() + captured as usize;
-    // SAFETY: `size` is at most the scratch value's size (64 + MAX_CAPTURE of 64 + 2*MAX).
-    let record = unsafe { core::slice::from_raw_parts(buf as *const u8, size) };
-    if crate::maps::EVENTS
-        .output::<[u8]>(record, wakeup_flags())
-        .is_err()
-    {
-        count(Counter::RingbufFull, 1);
-        count(Counter::RingbufFullBytes, ret);
+    if !emit_data(buf, captured, ret) {
         return;
-    }
-    count(Counter::DataEvents, 1);
-    count(Counter::CapturedBytes, captured);
-    count(Counter::TransferredBytes, ret);
-    if captured < ret {
-        count(Counter::TruncatedEvents, 1);
-        count(Counter::TruncatedBytes, ret - captured);
     }
     if server_ctx {
         // The request's trace context, from the payload still in the scratch slot.

@@ -46,7 +46,7 @@ use crate::{
         TLS_SOCKS, TLS_SSL_FD, TLS_UNMAPPED, TlsCall, TlsSock,
     },
     util::copy_user,
-    util::{count, header, now_ns, wakeup_flags},
+    util::{count, emit_data, header, now_ns},
 };
 
 const NO_FD: u32 = u32::MAX;
@@ -192,24 +192,8 @@ fn emit_plain(pid_tgid: u64, enter_ns: u64, fd: u32, op: u8, buf: u64, len: u64)
             flags,
         };
     }
-    let size = core::mem::size_of::<DataEvent>() + captured as usize;
-    // SAFETY: `size` is at most the scratch value's size.
-    let record = unsafe { core::slice::from_raw_parts(sbuf as *const u8, size) };
-    if crate::maps::EVENTS
-        .output::<[u8]>(record, wakeup_flags())
-        .is_err()
-    {
-        count(Counter::RingbufFull, 1);
-        count(Counter::RingbufFullBytes, len);
-        return;
-    }
-    count(Counter::TlsEvents, 1);
-    count(Counter::DataEvents, 1);
-    count(Counter::CapturedBytes, captured);
-    count(Counter::TransferredBytes, len);
-    if captured < len {
-        count(Counter::TruncatedEvents, 1);
-        count(Counter::TruncatedBytes, len - captured);
+    if emit_data(sbuf, captured, len) {
+        count(Counter::TlsEvents, 1);
     }
 }
 

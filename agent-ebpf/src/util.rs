@@ -4,11 +4,11 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
 };
-use sonde_proto::{Counter, EventHeader, EventKind, MAX_CAPTURE};
+use sonde_proto::{Counter, DataEvent, EventHeader, EventKind, MAX_CAPTURE};
 
 use crate::{
     WAKEUP_BYTES, global,
-    maps::{CONN_IDS, COUNTERS, EVENTS},
+    maps::{CONN_IDS, COUNTERS, DataBuf, EVENTS},
 };
 
 /// Adds `n` to a per-CPU counter.
@@ -82,6 +82,30 @@ pub fn emit<T: 'static>(record: &T) -> bool {
             false
         }
     }
+}
+
+/// Writes the data event at the start of `buf` with the first `captured` payload bytes after
+/// it, and counts it, or the ring buffer being full; `transferred` is what the syscall moved.
+/// The one output of captured bytes, for syscalls and TLS uprobes alike.
+#[inline(always)]
+pub fn emit_data(buf: *const DataBuf, captured: u64, transferred: u64) -> bool {
+    let size = core::mem::size_of::<DataEvent>() + captured as usize;
+    // SAFETY: `buf` is this CPU's scratch value and callers keep `captured <= MAX_CAPTURE`, so
+    // `size` is within it.
+    let record = unsafe { core::slice::from_raw_parts(buf as *const u8, size) };
+    if EVENTS.output::<[u8]>(record, wakeup_flags()).is_err() {
+        count(Counter::RingbufFull, 1);
+        count(Counter::RingbufFullBytes, transferred);
+        return false;
+    }
+    count(Counter::DataEvents, 1);
+    count(Counter::CapturedBytes, captured);
+    count(Counter::TransferredBytes, transferred);
+    if captured < transferred {
+        count(Counter::TruncatedEvents, 1);
+        count(Counter::TruncatedBytes, transferred - captured);
+    }
+    true
 }
 
 /// Copies `n` bytes from user address `src` to `payload[off..]`. The masks are for the
