@@ -11,6 +11,10 @@
 //! - [`grpc`] reads gRPC calls (service, method, status, message counts) from HTTP/2 exchanges.
 //! - [`route`](mod@route) turns a request path into a low-cardinality route for span names.
 
+// The crate under its own name, so test helpers shared with the integration tests
+// (`http1/render.rs`, included there with `#[path]`) name it the same way in both places.
+extern crate self as sonde_protocol;
+
 pub mod detect;
 pub mod grpc;
 pub mod http1;

@@ -13,7 +13,8 @@ mod common;
 mod h2common;
 
 use h2common::{
-    Rng, Sent, Start, Step, exchanges, feed, fixture_names, load, render_all, run_with, sent,
+    Rng, Sent, Start, Step, exchanges, feed, fixture_names, load, mutate, render_all, run_with,
+    sent,
 };
 use sonde_protocol::http1::{Http1Conn, Http1Event};
 use sonde_protocol::http2::{
@@ -539,36 +540,6 @@ fn arbitrary_bytes_never_panic_and_stay_bounded() {
     ] {
         assert!(seen.contains(wanted), "never reached {wanted}: {seen:?}");
     }
-}
-
-fn mutate(rng: &mut Rng, steps: &[Step]) -> Vec<Step> {
-    let mut out = steps.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let i = rng.below(out.len());
-        if let Step::Data(side, bytes) = &mut out[i] {
-            let side = *side;
-            let at = rng.below(bytes.len() + 1);
-            match rng.below(5) {
-                0 if !bytes.is_empty() => {
-                    let i = at.min(bytes.len() - 1);
-                    bytes[i] ^= 1 << rng.below(8);
-                }
-                1 => bytes.truncate(at),
-                2 => {
-                    let n = 1 + rng.below(16);
-                    let junk = rng.bytes(n);
-                    bytes.splice(at..at, junk);
-                }
-                3 => {
-                    let rest = bytes.split_off(at);
-                    out.insert(i + 1, Step::Gap(side, 1 + rng.below(64) as u64));
-                    out.insert(i + 2, Step::Data(side, rest));
-                }
-                _ => out[i] = Step::Gap(side, bytes.len().max(1) as u64),
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Rng, Step, fixture_names, load, parse_trace, render_all, run, run_with};
+use common::{Rng, Step, fixture_names, load, mutate, parse_trace, render_all, run, run_with};
 use sonde_protocol::http1::{Http1Event, Limits, Side};
 
 /// Synthetic conversations that reach the states fixtures do not: gaps, garbage, limits,
@@ -212,36 +212,6 @@ fn arbitrary_bytes_never_panic_and_stay_bounded() {
     ] {
         assert!(seen.contains(wanted), "never reached {wanted}: {seen:?}");
     }
-}
-
-fn mutate(rng: &mut Rng, steps: &[Step]) -> Vec<Step> {
-    let mut out = steps.to_vec();
-    for _ in 0..1 + rng.below(4) {
-        let i = rng.below(out.len());
-        if let Step::Data(side, bytes) = &mut out[i] {
-            let side = *side;
-            let at = rng.below(bytes.len() + 1);
-            match rng.below(5) {
-                0 if !bytes.is_empty() => {
-                    let i = at.min(bytes.len() - 1);
-                    bytes[i] ^= 1 << rng.below(8);
-                }
-                1 => bytes.truncate(at),
-                2 => {
-                    let n = 1 + rng.below(16);
-                    let junk = rng.bytes(n);
-                    bytes.splice(at..at, junk);
-                }
-                3 => {
-                    let rest = bytes.split_off(at);
-                    out.insert(i + 1, Step::Gap(side, 1 + rng.below(64) as u64));
-                    out.insert(i + 2, Step::Data(side, rest));
-                }
-                _ => out[i] = Step::Gap(side, bytes.len().max(1) as u64),
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -40,6 +40,8 @@ mod error;
 mod head;
 mod headers;
 mod pairing;
+#[cfg(test)]
+mod render;
 mod stream;
 
 #[cfg(test)]

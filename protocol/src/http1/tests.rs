@@ -10,56 +10,7 @@
 
 use super::*;
 
-pub(super) fn render(ev: &Http1Event) -> String {
-    match ev {
-        Http1Event::Exchange(x) => {
-            let status = x.status().map_or("-".to_string(), |s| s.to_string());
-            let resp = x.response_extent.as_ref().map_or("-".to_string(), extent);
-            let interim: Vec<String> = x
-                .interim
-                .iter()
-                .map(|i| format!("{}@{}-{}", i.status, i.first, i.last))
-                .collect();
-            let inc = x.incomplete.map_or("-", Incomplete::as_str);
-            format!(
-                "X {} {} {status} req{} resp{resp} 1xx[{}] {inc}",
-                x.request.method,
-                x.request.target,
-                extent(&x.request_extent),
-                interim.join(" ")
-            )
-        }
-        Http1Event::Error(e) => format!("E {} {} @{}", e.side, e.kind.as_str(), e.offset),
-        Http1Event::Stopped {
-            reason,
-            request_offset,
-            response_offset,
-        } => {
-            let why = match reason {
-                StopReason::Upgrade { protocol } => {
-                    format!("upgrade({})", protocol.as_deref().unwrap_or(""))
-                }
-                StopReason::Connect => "connect".to_string(),
-            };
-            let req = request_offset.map_or("-".to_string(), |o| o.to_string());
-            format!("S {why} req@{req} resp@{response_offset}")
-        }
-    }
-}
-
-fn extent(e: &Extent) -> String {
-    let mut flags = String::new();
-    if e.chunked {
-        flags.push('c');
-    }
-    if e.uncaptured > 0 {
-        flags.push_str(&format!("u{}", e.uncaptured));
-    }
-    if !e.complete {
-        flags.push('!');
-    }
-    format!("[{}-{} b{}{flags}]", e.first, e.last, e.body_len)
-}
+pub(super) use super::render::render;
 
 /// Drives one connection, keeping each side's offset.
 pub(super) struct Run {

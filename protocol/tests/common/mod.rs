@@ -2,9 +2,7 @@
 //! an [`Http1Conn`] with any re-chunking, a one-line rendering of events, and a small PRNG.
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use sonde_protocol::http1::{
-    EndReason, Extent, Http1Conn, Http1Event, Incomplete, Limits, Side, StopReason,
-};
+use sonde_protocol::http1::{EndReason, Http1Conn, Http1Event, Limits, Side};
 
 /// One step of a recorded or synthetic connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,60 +131,45 @@ fn check_bounds(conn: &Http1Conn, limits: &Limits) {
     );
 }
 
-/// One line per event (see `src/http1/tests.rs` for the format).
-pub fn render(ev: &Http1Event) -> String {
-    match ev {
-        Http1Event::Exchange(x) => {
-            let status = x.status().map_or("-".to_string(), |s| s.to_string());
-            let resp = x.response_extent.as_ref().map_or("-".to_string(), extent);
-            let interim: Vec<String> = x
-                .interim
-                .iter()
-                .map(|i| format!("{}@{}-{}", i.status, i.first, i.last))
-                .collect();
-            let inc = x.incomplete.map_or("-", Incomplete::as_str);
-            format!(
-                "X {} {} {status} req{} resp{resp} 1xx[{}] {inc}",
-                x.request.method,
-                x.request.target,
-                extent(&x.request_extent),
-                interim.join(" ")
-            )
-        }
-        Http1Event::Error(e) => format!("E {} {} @{}", e.side, e.kind.as_str(), e.offset),
-        Http1Event::Stopped {
-            reason,
-            request_offset,
-            response_offset,
-        } => {
-            let why = match reason {
-                StopReason::Upgrade { protocol } => {
-                    format!("upgrade({})", protocol.as_deref().unwrap_or(""))
-                }
-                StopReason::Connect => "connect".to_string(),
-            };
-            let req = request_offset.map_or("-".to_string(), |o| o.to_string());
-            format!("S {why} req@{req} resp@{response_offset}")
-        }
-    }
-}
-
-fn extent(e: &Extent) -> String {
-    let mut flags = String::new();
-    if e.chunked {
-        flags.push('c');
-    }
-    if e.uncaptured > 0 {
-        flags.push_str(&format!("u{}", e.uncaptured));
-    }
-    if !e.complete {
-        flags.push('!');
-    }
-    format!("[{}-{} b{}{flags}]", e.first, e.last, e.body_len)
-}
+/// One line per event: the unit tests' own renderer (`src/http1/render.rs`).
+#[path = "../../src/http1/render.rs"]
+mod render;
+pub use render::render;
 
 pub fn render_all(events: &[Http1Event]) -> Vec<String> {
     events.iter().map(render).collect()
+}
+
+/// Flips bits, truncates, inserts junk, cuts in a gap or replaces a record by one, 1 to 4 times:
+/// what a lossy capture or a hostile peer may produce.
+pub fn mutate(rng: &mut Rng, steps: &[Step]) -> Vec<Step> {
+    let mut out = steps.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let i = rng.below(out.len());
+        if let Step::Data(side, bytes) = &mut out[i] {
+            let side = *side;
+            let at = rng.below(bytes.len() + 1);
+            match rng.below(5) {
+                0 if !bytes.is_empty() => {
+                    let i = at.min(bytes.len() - 1);
+                    bytes[i] ^= 1 << rng.below(8);
+                }
+                1 => bytes.truncate(at),
+                2 => {
+                    let n = 1 + rng.below(16);
+                    let junk = rng.bytes(n);
+                    bytes.splice(at..at, junk);
+                }
+                3 => {
+                    let rest = bytes.split_off(at);
+                    out.insert(i + 1, Step::Gap(side, 1 + rng.below(64) as u64));
+                    out.insert(i + 2, Step::Data(side, rest));
+                }
+                _ => out[i] = Step::Gap(side, bytes.len().max(1) as u64),
+            }
+        }
+    }
+    out
 }
 
 /// SplitMix64: deterministic, good enough to pick cut points and bytes.

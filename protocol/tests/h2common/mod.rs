@@ -3,7 +3,7 @@
 //! of events.
 #![allow(dead_code, unused_imports)] // Each test binary uses a different part.
 
-pub use crate::common::{Rng, Step};
+pub use crate::common::{Rng, Step, mutate};
 use sonde_protocol::http2::{EndReason, Extent, H2Conn, H2Event, H2Exchange, Limits, Side};
 use std::collections::BTreeMap;
 
