@@ -66,6 +66,56 @@ pub fn node_modules() -> PathBuf {
     p
 }
 
+/// The `sonde` binary cargo built next to the running test (`target/debug/sonde`).
+pub fn sonde_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps")
+        .join("sonde");
+    assert!(
+        bin.exists(),
+        "{} missing: build it with `cargo build -p sonde` (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// `sonde run --cgroup <cgroup>`, logging warnings only, its stderr piped for
+/// [`spawn_tracing`]; add flags and environment, then spawn it with that.
+pub fn sonde_run(cgroup: &Path) -> Command {
+    let mut cmd = Command::new(sonde_bin());
+    cmd.arg("run")
+        .arg("--cgroup")
+        .arg(cgroup)
+        .env("SONDE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Spawns a `sonde run` command and returns once it says it is tracing; the rest of its
+/// stderr goes to the test's.
+pub fn spawn_tracing(mut cmd: Command) -> Child {
+    let mut child = cmd.spawn().expect("start sonde");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr piped"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "sonde exited early");
+        if line.contains("tracing") {
+            break;
+        }
+    }
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        eprint!("{s}");
+    });
+    child
+}
+
 pub fn python() -> String {
     std::env::var("SONDE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
@@ -127,6 +177,39 @@ impl TestCgroup {
         let child = cmd.spawn().expect("spawn peer");
         self.children.push(child);
         self.children.last_mut().unwrap()
+    }
+
+    /// nginx in this cgroup on a free port of 127.0.0.1, with its files in a directory of its
+    /// own: `listen` follows the address (` http2`, ` ssl http2`), `http` adds directives to
+    /// the `http` block, and `server(dir)` gives the `server` block's other directives (and may
+    /// put files in `dir`). Returns once it accepts connections.
+    pub fn start_nginx(
+        &mut self,
+        listen: &str,
+        http: &str,
+        server: impl FnOnce(&Path) -> String,
+    ) -> (u16, PathBuf) {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("sonde-nginx-{}-{port}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let server = server(&dir);
+        let conf = format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  {http}\n\
+             client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n\
+             fastcgi_temp_path {d}/f;\n  uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n\
+             server {{\n    listen 127.0.0.1:{port}{listen};\n{server}\n  }}\n}}\n",
+            d = dir.display()
+        );
+        fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let mut cmd = self.command("nginx");
+        cmd.args(["-c", dir.join("nginx.conf").to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.spawn(cmd);
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+        (port, dir)
     }
 
     /// Runs `cmd` to completion inside the cgroup; returns stdout; panics on failure.

@@ -14,7 +14,7 @@ use sonde_model::{Span, SpanKind};
 use sonde_proto::Counter;
 use sonde_tests::{
     Lines, Reaper, TestCgroup, attr_int, attr_str, free_port, peers_dir, peers_python, python,
-    unhex, wait_for_port,
+    sonde_bin, unhex, wait_for_port,
 };
 
 /// Starts `program script PORT extra...` in the cgroup and waits for "ready PORT".
@@ -148,27 +148,11 @@ fn a_chain_of_three_python_services_is_one_trace_with_the_exact_tree() {
 
 /// nginx answering with the traceparent it received, as JSON like the chain hops.
 fn start_nginx_leaf(cg: &mut TestCgroup) -> (u16, std::path::PathBuf) {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("sonde-ctx-nginx-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n\
-         fastcgi_temp_path {d}/f;\n  uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n\
-         server {{\n    listen 127.0.0.1:{port};\n    default_type application/json;\n\
-         location / {{ return 200 '{{\"path\":\"$uri\",\"headers\":[[\"traceparent\",\"$http_traceparent\"]]}}'; }}\n\
-         }}\n}}\n",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut cmd = cg.command("nginx");
-    cmd.args(["-c", dir.join("nginx.conf").to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cg.spawn(cmd);
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    (port, dir)
+    cg.start_nginx("", "", |_| {
+        "default_type application/json;\n\
+         location / { return 200 '{\"path\":\"$uri\",\"headers\":[[\"traceparent\",\"$http_traceparent\"]]}'; }"
+            .to_owned()
+    })
 }
 
 #[test]
@@ -392,18 +376,6 @@ fn injection_only_where_it_is_sure_and_byte_exact_otherwise() {
     assert_eq!(k.get(Counter::Injected), 3, "{k:?}");
     // split, long line, existing and binary are skipped, each counted.
     assert!(k.get(Counter::InjectSkipped) >= 4, "{k:?}");
-}
-
-/// The `sonde` binary cargo built next to this test.
-fn sonde_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("sonde");
-    assert!(
-        bin.exists(),
-        "{} missing: `cargo build -p sonde` first",
-        bin.display()
-    );
-    bin
 }
 
 #[test]

@@ -13,21 +13,9 @@ use std::{
 
 use serde_json::Value;
 use sonde_tests::{
-    Lines, Reaper, TestCgroup, free_port, peers_dir, peers_python, python, wait_for_port,
+    Lines, Reaper, TestCgroup, free_port, peers_dir, peers_python, python, sonde_run,
+    spawn_tracing, wait_for_port,
 };
-
-/// The `sonde` binary cargo built next to this test.
-fn sonde_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("sonde");
-    assert!(
-        bin.exists(),
-        "{} missing: build the workspace (cargo test builds it)",
-        bin.display()
-    );
-    bin
-}
 
 fn export_peers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../export/tests/peers")
@@ -85,32 +73,12 @@ fn attrs(list: &Value) -> BTreeMap<String, Value> {
 
 /// `sonde run` tracing `cg`, with extra environment; returns once it is tracing.
 fn start_sonde(cg: &TestCgroup, env: &[(&str, String)], args: &[&str]) -> Reaper {
-    let mut cmd = Command::new(sonde_bin());
-    cmd.arg("run")
-        .arg("--cgroup")
-        .arg(&cg.path)
-        .args(args)
-        .env("SONDE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = sonde_run(&cg.path);
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("start sonde");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "sonde exited early");
-        if line.contains("tracing") {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-    });
-    Reaper(child)
+    Reaper(spawn_tracing(cmd))
 }
 
 fn start_server(cg: &mut TestCgroup) -> u16 {

@@ -32,28 +32,14 @@ fn start_python(cg: &mut TestCgroup, extra: &[&str]) -> u16 {
 /// nginx on 127.0.0.1 with a temporary configuration: `/hello` from a `return`, `/file.txt`
 /// from disk through sendfile, `/missing` a 404.
 fn start_nginx(cg: &mut TestCgroup) -> (u16, PathBuf) {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("sonde-nginx-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(dir.join("html")).unwrap();
-    std::fs::write(dir.join("html/file.txt"), "x".repeat(20_000)).unwrap();
-    let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  sendfile on;\n  client_body_temp_path {dir}/body;\n\
-           proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
-           uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
-           server {{\n    listen 127.0.0.1:{port};\n    root {dir}/html;\n\
-             location = /hello {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
-        dir = dir.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut cmd = cg.command("nginx");
-    cmd.args(["-c", dir.join("nginx.conf").to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cg.spawn(cmd);
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    (port, dir)
+    cg.start_nginx("", "sendfile on;", |dir| {
+        std::fs::create_dir_all(dir.join("html")).unwrap();
+        std::fs::write(dir.join("html/file.txt"), "x".repeat(20_000)).unwrap();
+        format!(
+            "root {}/html;\nlocation = /hello {{ return 200 \"hello from nginx\\n\"; }}",
+            dir.display()
+        )
+    })
 }
 
 fn server_spans(spans: &[Span]) -> Vec<&Span> {

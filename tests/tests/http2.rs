@@ -274,31 +274,17 @@ fn grpc_calls_get_one_traceparent_never_two() {
 
 /// nginx serving h2c (prior knowledge) from a directory with `small.txt`.
 fn start_nginx_h2c(cg: &mut TestCgroup) -> (u16, PathBuf) {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("sonde-h2-nginx-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::write(dir.join("www/small.txt"), "small\n").unwrap();
     // nginx workers run as nobody: directories 755 and files 644 (the default umask) do.
-    let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  default_type text/plain;\n\
-         client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n\
-         fastcgi_temp_path {d}/f;\n  uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n\
-         server {{\n    listen 127.0.0.1:{port} http2;\n    root {d}/www;\n\
-         http2_max_concurrent_streams 128;\n\
-         location = /fail {{ return 500 \"fail\\n\"; }}\n\
-         location = /echo {{ return 200 \"posted\\n\"; }}\n  }}\n}}\n",
-        d = dir.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut cmd = cg.command("nginx");
-    cmd.args(["-c", dir.join("nginx.conf").to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cg.spawn(cmd);
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    (port, dir)
+    cg.start_nginx(" http2", "default_type text/plain;", |dir| {
+        std::fs::create_dir_all(dir.join("www")).unwrap();
+        std::fs::write(dir.join("www/small.txt"), "small\n").unwrap();
+        format!(
+            "root {}/www;\nhttp2_max_concurrent_streams 128;\n\
+             location = /fail {{ return 500 \"fail\\n\"; }}\n\
+             location = /echo {{ return 200 \"posted\\n\"; }}",
+            dir.display()
+        )
+    })
 }
 
 #[test]

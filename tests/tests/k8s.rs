@@ -24,21 +24,10 @@ use sonde::k8s::{
     store::{Store, StoreLimits},
     watch,
 };
-use sonde_tests::{Reaper, free_port, peers_dir, python, require_root, wait_for_port};
+use sonde_tests::{Reaper, free_port, peers_dir, python, require_root, sonde_bin, wait_for_port};
 
 const NODE: &str = "node-1";
 const TOKEN: &str = "fake-token-3f9a";
-
-fn sonde_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("sonde");
-    assert!(
-        bin.exists(),
-        "{} missing: build the workspace",
-        bin.display()
-    );
-    bin
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sonde-k8s-{}-{name}", std::process::id()));

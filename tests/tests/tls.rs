@@ -163,29 +163,14 @@ fn assert_https_pair(
 
 /// nginx with TLS on 127.0.0.1 (HTTP/1.1 and h2 by ALPN).
 fn start_nginx_tls(cg: &mut TestCgroup) -> u16 {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("sonde-nginx-tls-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let [cert, key] = cert_args();
-    let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n\
-           proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
-           uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
-           server {{\n    listen 127.0.0.1:{port} ssl http2;\n\
-             ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-             location = /hello {{ return 200 \"hello from nginx\\n\"; }}\n  }}\n}}\n",
-        dir = dir.display()
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let mut cmd = cg.command("nginx");
-    cmd.args(["-c", dir.join("nginx.conf").to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    cg.spawn(cmd);
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    port
+    cg.start_nginx(" ssl http2", "", |_| {
+        format!(
+            "ssl_certificate {cert};\nssl_certificate_key {key};\n\
+             location = /hello {{ return 200 \"hello from nginx\\n\"; }}"
+        )
+    })
+    .0
 }
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

@@ -14,20 +14,9 @@ use std::{
 };
 
 use serde_json::Value;
-use sonde_tests::{Reaper, TestCgroup, peers_dir, peers_python};
-
-/// The `sonde` binary cargo built next to this test.
-pub fn sonde_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("sonde");
-    assert!(
-        bin.exists(),
-        "{} missing: build the workspace",
-        bin.display()
-    );
-    bin
-}
+#[allow(unused_imports)] // The privacy tests take it from here.
+pub use sonde_tests::sonde_bin;
+use sonde_tests::{Reaper, TestCgroup, peers_dir, peers_python, sonde_run, spawn_tracing};
 
 pub fn temp(name: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("sonde-{name}-{}", std::process::id()));
@@ -61,35 +50,12 @@ pub fn start_sink(record: &Path) -> (Reaper, u16) {
 pub fn start_sonde(cg: &TestCgroup, config: &str, env: &[(&str, String)], args: &[&str]) -> Child {
     let file = temp(&format!("config-{}.toml", cg.id));
     std::fs::write(&file, config).unwrap();
-    let mut cmd = Command::new(sonde_bin());
-    cmd.arg("run")
-        .arg("--cgroup")
-        .arg(&cg.path)
-        .arg("--config")
-        .arg(&file)
-        .args(args)
-        .env("SONDE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = sonde_run(&cg.path);
+    cmd.arg("--config").arg(&file).args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("start sonde");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "sonde exited early");
-        if line.contains("tracing") {
-            break;
-        }
-    }
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        eprint!("{s}");
-    });
-    child
+    spawn_tracing(cmd)
 }
 
 /// SIGTERM, then waits (sonde flushes spans and pushes metrics once more on the way out).
