@@ -35,6 +35,50 @@ use crate::{
     telemetry::Telemetry,
 };
 
+/// What can stop `sonde run` once its configuration is valid; each keeps its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("--output-file {path}: {source}")]
+    OutputFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("OTLP exporter: {0}")]
+    Exporter(#[source] sonde_export::transport::ClientError),
+    #[error("OTLP metrics exporter: {0}")]
+    MetricsExporter(#[source] sonde_export::transport::ClientError),
+    #[error("--metrics-address: {0}")]
+    MetricsAddress(#[source] sonde_export::metrics_http::MetricsHttpError),
+    #[error("--summary-json {path}: {source}")]
+    SummaryJson {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("kubernetes: {0}")]
+    Kubernetes(#[source] crate::k8s::watch::WatchError),
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
+    #[error("the capture task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The error and each cause under it, one per line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        // Messages that already include their cause's text say it once.
+        if !s.contains(&c_text) {
+            s.push_str(&format!("\n  caused by: {c_text}"));
+        }
+        cause = c.source();
+    }
+    s
+}
+
 pub(super) fn run(args: RunArgs) -> ExitCode {
     let plan = match args.plan(|n| std::env::var(n).ok()) {
         Ok(p) => p,
@@ -58,7 +102,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     match rt.block_on(run_async(args, plan)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sonde: {e}");
+            eprintln!("sonde: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -125,21 +169,27 @@ async fn wait_for_stop(duration: Option<f64>) {
     }
 }
 
-fn line_writer(file: &Option<PathBuf>) -> Result<Box<dyn std::io::Write + Send>, String> {
+fn line_writer(file: &Option<PathBuf>) -> Result<Box<dyn std::io::Write + Send>, RunError> {
     match file {
         Some(p) => std::fs::File::create(p)
             .map(|f| Box::new(std::io::BufWriter::new(f)) as Box<dyn std::io::Write + Send>)
-            .map_err(|e| format!("--output-file {}: {e}", p.display())),
+            .map_err(|source| RunError::OutputFile {
+                path: p.clone(),
+                source,
+            }),
         None => Ok(Box::new(io::stdout())),
     }
 }
 
-async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
+async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), RunError> {
     let telemetry = Telemetry::new();
     let pipeline = match plan.output {
         OutputFormat::Otlp => {
-            let cfg = plan.export.as_ref().ok_or("no exporter configuration")?;
-            let p = ExportPipeline::otlp(cfg).map_err(|e| format!("OTLP exporter: {e}"))?;
+            let cfg = plan
+                .export
+                .as_ref()
+                .expect("plan() resolves the exporter whenever the output is otlp");
+            let p = ExportPipeline::otlp(cfg).map_err(RunError::Exporter)?;
             tracing::info!(
                 "exporting spans with OTLP ({}) to {}",
                 cfg.protocol.as_str(),
@@ -206,7 +256,7 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
                     );
                     None
                 }
-                Err(e) => return Err(format!("OTLP metrics exporter: {e}")),
+                Err(e) => return Err(RunError::MetricsExporter(e)),
             }
         }
         _ => None,
@@ -242,7 +292,7 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
                     tracing::info!("metrics on http://{}/metrics", s.local_addr());
                     Some(s)
                 }
-                Err(e) if plan.metrics_explicit => return Err(format!("--metrics-address: {e}")),
+                Err(e) if plan.metrics_explicit => return Err(RunError::MetricsAddress(e)),
                 Err(e) => {
                     tracing::warn!(
                         "no metrics endpoint: {e} (set --metrics-address to choose another)"
@@ -356,8 +406,10 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), String> {
     }
     if let Some(path) = &args.summary_json {
         let json = serde_json::to_string_pretty(&telemetry.summary_json()).unwrap_or_default();
-        std::fs::write(path, json)
-            .map_err(|e| format!("--summary-json {}: {e}", path.display()))?;
+        std::fs::write(path, json).map_err(|source| RunError::SummaryJson {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(())
 }
@@ -397,10 +449,10 @@ impl Drop for KubeNode {
     }
 }
 
-async fn start_kubernetes(k: &crate::k8s::KubePlan) -> Result<KubeNode, String> {
+async fn start_kubernetes(k: &crate::k8s::KubePlan) -> Result<KubeNode, RunError> {
     let client = watch::client(k.kubeconfig.as_deref())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(RunError::Kubernetes)?;
     let store = Store::shared(k.limits);
     let opts = watch::WatchOptions::default();
     let watches = vec![
@@ -439,15 +491,10 @@ async fn capture_until<S: StreamSink + Observed + Send + 'static>(
     mut handle: CaptureHandle<S>,
     who: &str,
     duration: Option<f64>,
-) -> Result<(S, Summary), String> {
-    let ready = tokio::task::spawn_blocking(move || handle.wait_ready().map(|_| handle))
-        .await
-        .map_err(|e| e.to_string())?;
-    let handle = ready.map_err(|e| e.to_string())?;
+) -> Result<(S, Summary), RunError> {
+    let ready = tokio::task::spawn_blocking(move || handle.wait_ready().map(|_| handle)).await?;
+    let handle = ready?;
     eprintln!("sonde: tracing {who}; Ctrl-C to stop");
     wait_for_stop(duration).await;
-    tokio::task::spawn_blocking(move || handle.stop())
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    Ok(tokio::task::spawn_blocking(move || handle.stop()).await??)
 }
