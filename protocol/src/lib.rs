@@ -11,10 +11,12 @@
 //! - [`grpc`] reads gRPC calls (service, method, status, message counts) from HTTP/2 exchanges.
 //! - [`route`](mod@route) turns a request path into a low-cardinality route for span names.
 
+pub mod db;
 pub mod detect;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod postgres;
 pub mod route;
 
 pub use detect::{Detected, detect};
