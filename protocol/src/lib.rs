@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod http1;
 pub mod http2;
 pub mod postgres;
+pub mod redis;
 pub mod route;
 
 pub use detect::{Detected, detect};

@@ -6,6 +6,7 @@ mod dbcommon;
 use dbcommon::{drive, load_db, render_all};
 use sonde_protocol::db::Limits;
 use sonde_protocol::postgres::PgConn;
+use sonde_protocol::redis::RedisConn;
 
 fn pg(name: &str) -> Vec<String> {
     let ev = drive(PgConn::new(Limits::default()), &load_db(name), |_| {
@@ -70,6 +71,79 @@ fn pg_sslrequest_psycopg() {
         &[
             "STARTUP 3.0 user=postgres db=sonde app=- req 8-45 resp 1-410 err=-",
             "OP query \"SELECT 42\" stmt=- cmd=SELECT rows=1 drows=1 n=1 req 46-60 resp 411-477 ok",
+        ],
+    );
+}
+
+fn redis(name: &str) -> Vec<String> {
+    let ev = drive(RedisConn::new(Limits::default()), &load_db(name), |_| {
+        Vec::new()
+    });
+    render_all::<RedisConn>(&ev)
+}
+
+#[test]
+fn redis_resp2_redispy() {
+    check(
+        redis("redis_resp2_redispy"),
+        &[
+            "CMD \"AUTH ?\" db=0 req 0-25 resp 0-4 Simple",
+            "CMD \"CLIENT SETINFO ? ?\" db=0 req 26-82 resp 5-57 Error ERR \"unknown subcommand 'SETINFO'. Try CLIENT HELP.\"",
+            "CMD \"CLIENT SETINFO ? ?\" db=0 req 83-135 resp 58-110 Error ERR \"unknown subcommand 'SETINFO'. Try CLIENT HELP.\"",
+            "CMD \"SELECT ?\" db=0 req 136-158 resp 111-115 Simple",
+            "CMD \"SET ? ?\" db=2 req 159-192 resp 116-120 Simple",
+            "CMD \"GET ?\" db=2 req 193-217 resp 121-129 Bulk(3)",
+            "CMD \"LPUSH ? ?\" db=2 req 218-251 resp 130-197 Error WRONGTYPE \"Operation against a key holding the wrong kind of value\"",
+            "CMD \"INCRBY ? ?\" db=2 req 252-287 resp 198-201 Integer",
+            "CMD \"INCRBY ? ?\" db=2 req 288-323 resp 202-205 Integer",
+            "CMD \"HSET ? ? ? ? ?\" db=2 req 324-372 resp 206-209 Integer",
+            "CMD \"HGETALL ?\" db=2 req 373-396 resp 210-241 Array(4)",
+            "CMD \"MULTI\" db=2 req 397-411 resp 242-246 Simple",
+            "CMD \"SET ? ?\" db=2 req 412-438 resp 247-255 Simple",
+            "CMD \"EXPIRE ? ?\" db=2 req 439-470 resp 256-264 Simple",
+            "CMD \"EXEC\" db=2 req 471-484 resp 265-277 Array(2)",
+            "CMD \"DEL ?\" db=2 req 485-507 resp 278-281 Integer",
+            "CMD \"RPUSH ? ? ? ? ? ?\" db=2 req 508-567 resp 282-285 Integer",
+            "CMD \"LRANGE ? ? ?\" db=2 req 568-608 resp 286-324 Array(5)",
+            "CMD \"NOSUCHCOMMAND ?\" db=2 req 609-641 resp 325-396 Error ERR \"unknown command 'NOSUCHCOMMAND', with args beginning with: 'arg' \"",
+            "CMD \"SUBSCRIBE ? ?\" db=2 req 642-682 resp 397-464 Array(3)",
+            "PUSH message resp 465-502",
+            "CMD \"UNSUBSCRIBE\" db=2 req 683-704 resp 503-540 Array(3)",
+            "PUSH unsubscribe resp 541-576",
+        ],
+    );
+}
+
+#[test]
+fn redis_resp3_pubsub_redispy() {
+    check(
+        redis("redis_resp3_pubsub_redispy"),
+        &[
+            "CMD \"HELLO ? ? ? ?\" db=0 req 0-56 resp 0-144 Map(7)",
+            "CMD \"CLIENT MAINT_NOTIFICATIONS ? ? ?\" db=0 req 57-151 resp 145-209 Error ERR \"unknown subcommand 'MAINT_NOTIFICATIONS'. Try CLIENT HELP.\"",
+            "CMD \"CLIENT SETINFO ? ?\" db=0 req 152-208 resp 210-262 Error ERR \"unknown subcommand 'SETINFO'. Try CLIENT HELP.\"",
+            "CMD \"CLIENT SETINFO ? ?\" db=0 req 209-261 resp 263-315 Error ERR \"unknown subcommand 'SETINFO'. Try CLIENT HELP.\"",
+            "CMD \"SET ? ?\" db=0 req 262-288 resp 316-320 Simple",
+            "CMD \"HSET ? ? ?\" db=0 req 289-324 resp 321-324 Integer",
+            "CMD \"HGETALL ?\" db=0 req 325-349 resp 325-342 Map(1)",
+            "CMD \"ZADD ? ? ?\" db=0 req 350-386 resp 343-346 Integer",
+            "CMD \"ZSCORE ? ?\" db=0 req 387-416 resp 347-352 Number",
+            "CMD \"SUBSCRIBE ?\" db=0 req 417-445 resp 353-385 Push(3)",
+            "PUSH message resp 386-423",
+            "CMD \"UNSUBSCRIBE ?\" db=0 req 446-477 resp 424-459 Push(3)",
+        ],
+    );
+}
+
+#[test]
+fn redis_inline_socket() {
+    check(
+        redis("redis_inline_socket"),
+        &[
+            "CMD \"AUTH ?\" inline db=0 req 0-12 resp 0-4 Simple",
+            "CMD \"PING\" inline db=0 req 13-18 resp 5-11 Simple",
+            "CMD \"SET ? ?\" inline db=0 req 19-34 resp 12-16 Simple",
+            "CMD \"GET ?\" inline db=0 req 35-46 resp 17-25 Bulk(3)",
         ],
     );
 }

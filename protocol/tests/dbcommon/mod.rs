@@ -8,6 +8,7 @@ mod common;
 pub use common::{Rng, Step, parse_trace};
 use sonde_protocol::db::{EndReason, Side};
 use sonde_protocol::postgres::{PgConn, PgEvent, PgOutcome};
+use sonde_protocol::redis::{RedisConn, RedisEvent};
 
 /// What the drivers need from a parser.
 pub trait DbConn {
@@ -175,5 +176,60 @@ pub fn render_pg(ev: &PgEvent) -> String {
             reason,
             response_offset,
         } => format!("STOP {reason:?} resp@{response_offset}"),
+    }
+}
+
+impl DbConn for RedisConn {
+    type Event = RedisEvent;
+    fn data(&mut self, side: Side, offset: u64, bytes: &[u8], out: &mut Vec<RedisEvent>) {
+        RedisConn::data(self, side, offset, bytes, out)
+    }
+    fn gap(&mut self, side: Side, offset: u64, len: u64, out: &mut Vec<RedisEvent>) {
+        RedisConn::gap(self, side, offset, len, out)
+    }
+    fn close(&mut self, reason: EndReason, out: &mut Vec<RedisEvent>) {
+        RedisConn::close(self, reason, out)
+    }
+    fn check(&self) {
+        for side in [Side::Request, Side::Response] {
+            assert!(
+                self.buffered(side) <= 64 * 1024 + 1024,
+                "{side} buffered too much"
+            );
+        }
+        assert!(self.pending() <= 256, "too many pending");
+    }
+    fn render(ev: &RedisEvent) -> String {
+        render_redis(ev)
+    }
+}
+
+/// `CMD "text" db=.. req a-b resp c-d reply(kind len) [error]`.
+pub fn render_redis(ev: &RedisEvent) -> String {
+    match ev {
+        RedisEvent::Operation(op) => {
+            let reply = op.reply.as_ref().map_or("-".to_string(), |r| {
+                let mut s = format!("{:?}", r.kind);
+                if let Some(n) = r.len {
+                    s.push_str(&format!("({n})"));
+                }
+                if let Some(e) = &r.error {
+                    s.push_str(&format!(" {} {:?}", e.code, e.message));
+                }
+                s
+            });
+            format!(
+                "CMD {:?}{} db={} req {} resp {} {reply}{}",
+                op.query_text(),
+                if op.inline { " inline" } else { "" },
+                op.database.map_or("-".into(), |d| d.to_string()),
+                ext(&op.request),
+                opt_ext(&op.response),
+                op.incomplete
+                    .map_or(String::new(), |i| format!(" incomplete({})", i.as_str())),
+            )
+        }
+        RedisEvent::Push { kind, response } => format!("PUSH {kind} resp {}", ext(response)),
+        RedisEvent::Error(e) => format!("E {} {} @{}", e.side, e.kind.as_str(), e.offset),
     }
 }
