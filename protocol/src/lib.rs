@@ -16,6 +16,7 @@ pub mod detect;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod route;

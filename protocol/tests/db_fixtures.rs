@@ -5,6 +5,7 @@ mod dbcommon;
 
 use dbcommon::{drive, load_db, render_all};
 use sonde_protocol::db::Limits;
+use sonde_protocol::mysql::MyConn;
 use sonde_protocol::postgres::PgConn;
 use sonde_protocol::redis::RedisConn;
 
@@ -144,6 +145,66 @@ fn redis_inline_socket() {
             "CMD \"PING\" inline db=0 req 13-18 resp 5-11 Simple",
             "CMD \"SET ? ?\" inline db=0 req 19-34 resp 12-16 Simple",
             "CMD \"GET ?\" inline db=0 req 35-46 resp 17-25 Bulk(3)",
+        ],
+    );
+}
+
+fn mysql(name: &str) -> Vec<String> {
+    let ev = drive(MyConn::new(Limits::default()), &load_db(name), |_| {
+        Vec::new()
+    });
+    render_all::<MyConn>(&ev)
+}
+
+#[test]
+fn mysql_pymysql() {
+    check(
+        mysql("mysql_pymysql"),
+        &[
+            "HANDSHAKE 5.5.5-10.11.19-MariaDB-0+deb12u1 mariadb=true user=sonde db=sonde deprecate_eof=false greeting 0-103 req 0-145 err=-",
+            "COM_QUERY \"SET NAMES utf8mb4\" id=- db=sonde rows=0 affected=0 results=1 req 146-167 resp 115-125",
+            "COM_QUERY \"DROP TABLE IF EXISTS users\" id=- db=sonde rows=0 affected=0 results=1 req 168-198 resp 126-136",
+            "COM_QUERY \"CREATE TABLE users (id int primary key, name varchar(20))\" id=- db=sonde rows=0 affected=0 results=1 req 199-260 resp 137-147",
+            "COM_QUERY \"INSERT INTO users VALUES (1, 'ann'), (2, 'bob')\" id=- db=sonde rows=0 affected=2 results=1 req 261-312 resp 148-197",
+            "COM_QUERY \"SELECT id, name FROM users WHERE id IN (1, 2)\" id=- db=sonde rows=2 affected=- results=1 req 313-362 resp 198-334",
+            "COM_QUERY \"SELECT * FROM missing_table\" id=- db=sonde rows=0 affected=- results=0 req 363-394 resp 335-388 error(1146 42S02 Table 'sonde.missing_table' doesn't exist)",
+            "COM_QUERY \"SELECT 1; UPDATE users SET name = 'x' WHERE id = 2; SELECT name FROM users\" id=- db=sonde rows=3 affected=1 results=3 req 395-473 resp 389-582",
+            "COM_INIT_DB \"mysql\" id=- db=sonde rows=0 affected=0 results=1 req 474-483 resp 583-593",
+            "COM_PING \"-\" id=- db=mysql rows=0 affected=0 results=1 req 484-488 resp 594-604",
+        ],
+    );
+}
+
+#[test]
+fn mysql_prepared_connector() {
+    check(
+        mysql("mysql_prepared_connector"),
+        &[
+            "HANDSHAKE 5.5.5-10.11.19-MariaDB-0+deb12u1 mariadb=true user=sonde db=sonde deprecate_eof=false greeting 0-103 req 0-233 err=-",
+            "COM_QUERY \"SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'\" id=- db=sonde rows=0 affected=0 results=1 req 234-286 resp 115-125",
+            "COM_QUERY \"SET @@session.autocommit = OFF\" id=- db=sonde rows=0 affected=0 results=1 req 287-321 resp 126-136",
+            "COM_PING \"-\" id=- db=sonde rows=0 affected=0 results=1 req 322-326 resp 137-147",
+            "COM_STMT_PREPARE \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=0 affected=- results=1 req 327-366 resp 148-257",
+            "COM_STMT_RESET \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=0 affected=0 results=1 req 367-375 resp 258-268",
+            "COM_STMT_EXECUTE \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=1 affected=- results=1 req 376-394 resp 269-350",
+            "COM_STMT_RESET \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=0 affected=0 results=1 req 395-403 resp 351-361",
+            "COM_STMT_EXECUTE \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=1 affected=- results=1 req 404-422 resp 362-441",
+            "COM_STMT_PREPARE \"UPDATE users SET name = ? WHERE id = ?\" id=2 db=sonde rows=0 affected=- results=1 req 432-474 resp 442-520",
+            "COM_STMT_RESET \"UPDATE users SET name = ? WHERE id = ?\" id=2 db=sonde rows=0 affected=0 results=1 req 475-483 resp 521-531",
+            "COM_STMT_EXECUTE \"UPDATE users SET name = ? WHERE id = ?\" id=2 db=sonde rows=0 affected=1 results=1 req 484-506 resp 532-583",
+            "COM_PING \"-\" id=- db=sonde rows=0 affected=0 results=1 req 516-520 resp 584-594",
+            "COM_QUERY \"SELECT COUNT(*) FROM users\" id=- db=sonde rows=1 affected=- results=1 req 521-551 resp 595-657",
+        ],
+    );
+}
+
+#[test]
+fn mysql_compressed_connector() {
+    check(
+        mysql("mysql_compressed_connector"),
+        &[
+            "HANDSHAKE 5.5.5-10.11.19-MariaDB-0+deb12u1 mariadb=true user=sonde db=sonde deprecate_eof=false greeting 0-103 req 0-233 err=-",
+            "STOP Compressed req@234 resp@115",
         ],
     );
 }

@@ -7,6 +7,7 @@ mod common;
 
 pub use common::{Rng, Step, parse_trace};
 use sonde_protocol::db::{EndReason, Side};
+use sonde_protocol::mysql::{MyConn, MyEvent};
 use sonde_protocol::postgres::{PgConn, PgEvent, PgOutcome};
 use sonde_protocol::redis::{RedisConn, RedisEvent};
 
@@ -231,5 +232,75 @@ pub fn render_redis(ev: &RedisEvent) -> String {
         }
         RedisEvent::Push { kind, response } => format!("PUSH {kind} resp {}", ext(response)),
         RedisEvent::Error(e) => format!("E {} {} @{}", e.side, e.kind.as_str(), e.offset),
+    }
+}
+
+impl DbConn for MyConn {
+    type Event = MyEvent;
+    fn data(&mut self, side: Side, offset: u64, bytes: &[u8], out: &mut Vec<MyEvent>) {
+        MyConn::data(self, side, offset, bytes, out)
+    }
+    fn gap(&mut self, side: Side, offset: u64, len: u64, out: &mut Vec<MyEvent>) {
+        MyConn::gap(self, side, offset, len, out)
+    }
+    fn close(&mut self, reason: EndReason, out: &mut Vec<MyEvent>) {
+        MyConn::close(self, reason, out)
+    }
+    fn check(&self) {
+        for side in [Side::Request, Side::Response] {
+            assert!(
+                self.buffered(side) <= 64 * 1024 + 8,
+                "{side} buffered too much"
+            );
+        }
+        assert!(self.pending() <= 256, "too many pending");
+        assert!(self.statements() <= 1024);
+    }
+    fn render(ev: &MyEvent) -> String {
+        render_my(ev)
+    }
+}
+
+/// `COM_X "text" id=.. db=.. rows=.. affected=.. results=.. req a-b resp c-d [error]`.
+pub fn render_my(ev: &MyEvent) -> String {
+    match ev {
+        MyEvent::Handshake(h) => format!(
+            "HANDSHAKE {} mariadb={} user={} db={} deprecate_eof={} greeting {} req {} err={}",
+            h.server_version,
+            h.mariadb,
+            h.user.as_deref().unwrap_or("-"),
+            h.database.as_deref().unwrap_or("-"),
+            h.capabilities & sonde_protocol::mysql::caps::DEPRECATE_EOF != 0,
+            ext(&h.greeting),
+            opt_ext(&h.request),
+            h.error.as_ref().map_or("-".into(), |e| e.code.to_string()),
+        ),
+        MyEvent::Operation(op) => format!(
+            "{} {:?}{} id={} db={} rows={} affected={} results={} req {} resp {}{}{}",
+            op.command.as_str(),
+            op.query.as_deref().unwrap_or("-"),
+            if op.query_truncated { "…" } else { "" },
+            op.statement_id.map_or("-".into(), |i| i.to_string()),
+            op.database.as_deref().unwrap_or("-"),
+            op.rows,
+            op.affected_rows.map_or("-".into(), |a| a.to_string()),
+            op.results,
+            ext(&op.request),
+            opt_ext(&op.response),
+            op.error.as_ref().map_or(String::new(), |e| format!(
+                " error({} {} {})",
+                e.code,
+                e.sql_state.as_deref().unwrap_or("-"),
+                e.message
+            )),
+            op.incomplete
+                .map_or(String::new(), |i| format!(" incomplete({})", i.as_str())),
+        ),
+        MyEvent::Error(e) => format!("E {} {} @{}", e.side, e.kind.as_str(), e.offset),
+        MyEvent::Stopped {
+            reason,
+            request_offset,
+            response_offset,
+        } => format!("STOP {reason:?} req@{request_offset} resp@{response_offset}"),
     }
 }
