@@ -20,6 +20,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod route;
+pub mod sql;
 
 pub use detect::{Detected, detect};
 pub use grpc::GrpcCall;
