@@ -214,3 +214,161 @@ impl Quiet {
         std::mem::take(&mut self.armed)
     }
 }
+
+/// A database protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DbSystem {
+    /// PostgreSQL v3 ([`crate::postgres`]).
+    Postgres,
+    /// MySQL or MariaDB ([`crate::mysql`]).
+    Mysql,
+    /// Redis RESP2/RESP3 ([`crate::redis`]).
+    Redis,
+}
+
+/// The protocol usually served on `port`: a hint only, to try first or to break a tie; never
+/// a reason to parse a connection whose first bytes say otherwise.
+pub fn port_hint(port: u16) -> Option<DbSystem> {
+    match port {
+        5432 | 6432 => Some(DbSystem::Postgres),
+        3306 | 3307 | 33060 => Some(DbSystem::Mysql),
+        6379 | 6380 | 26379 => Some(DbSystem::Redis),
+        _ => None,
+    }
+}
+
+use crate::detect::Prefix;
+
+/// A PostgreSQL startup packet (client's first bytes): a length in 8..=10000 and the v3
+/// protocol code, or the SSLRequest, GSSENCRequest or CancelRequest code.
+///
+/// ```text
+/// 00 00 00 4f  00 03 00 00   StartupMessage v3.0 (79 bytes)
+/// 00 00 00 08  04 d2 16 2f   SSLRequest          (04d2 162f = 80877103)
+/// ```
+pub(crate) fn postgres_startup(b: &[u8]) -> Prefix {
+    let codes: [[u8; 4]; 4] = [
+        [0, 3, 0, 0],
+        [0x04, 0xd2, 0x16, 0x2e],
+        [0x04, 0xd2, 0x16, 0x2f],
+        [0x04, 0xd2, 0x16, 0x30],
+    ];
+    for i in 0..8 {
+        let Some(&x) = b.get(i) else {
+            return Prefix::Partial;
+        };
+        let ok = match i {
+            0 | 1 => x == 0,
+            2 => x <= 0x27,
+            3 => b[2] > 0 || x >= 8,
+            _ => codes.iter().any(|c| c[..=i - 4] == b[4..=i]),
+        };
+        if !ok {
+            return Prefix::Mismatch(i);
+        }
+    }
+    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if len > 10_000 {
+        return Prefix::Mismatch(2);
+    }
+    Prefix::Match(8)
+}
+
+/// A MySQL/MariaDB server greeting (server's first bytes): sequence 0, protocol 10, and a
+/// version string starting with a digit.
+///
+/// ```text
+/// 64 00 00  00  0a  35 2e 35 2e 35 2d ...   length 100, seq 0, protocol 10, "5.5.5-..."
+/// ```
+pub(crate) fn mysql_greeting(b: &[u8]) -> Prefix {
+    for i in 0..6 {
+        let Some(&x) = b.get(i) else {
+            return Prefix::Partial;
+        };
+        let ok = match i {
+            0 | 1 => true,
+            2 => x == 0 && (b[0] > 0 || b[1] > 0),
+            3 => x == 0,
+            4 => x == 10,
+            _ => x.is_ascii_digit(),
+        };
+        if !ok {
+            return Prefix::Mismatch(i);
+        }
+    }
+    Prefix::Match(6)
+}
+
+/// A Redis command as an array of bulk strings: `*` digits CRLF `$`.
+pub(crate) fn redis_command(b: &[u8]) -> Prefix {
+    let mut i = 0;
+    let mut digits = 0;
+    loop {
+        let Some(&x) = b.get(i) else {
+            return Prefix::Partial;
+        };
+        let ok = match i {
+            0 => x == b'*',
+            _ if digits < 6 && x.is_ascii_digit() && (digits > 0 || x != b'0') => {
+                digits += 1;
+                true
+            }
+            _ if digits == 0 => false,
+            _ => {
+                let tail = b"\r\n$";
+                let k = i - 1 - digits;
+                if tail[k] != x {
+                    return Prefix::Mismatch(i);
+                }
+                if k == 2 {
+                    return Prefix::Match(i + 1);
+                }
+                true
+            }
+        };
+        if !ok {
+            return Prefix::Mismatch(i);
+        }
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::detect::{Detected, detect};
+
+    #[test]
+    fn detects_database_first_bytes() {
+        let cases: &[(&[u8], Detected)] = &[
+            (b"\0\0\0\x4f\0\x03\0\0user\0", Detected::PostgresStartup),
+            (b"\0\0\0\x08\x04\xd2\x16\x2f", Detected::PostgresStartup),
+            (b"\0\0\0\x08\x04\xd2\x16\x30", Detected::PostgresStartup),
+            (b"\0\0\0\x10\x04\xd2\x16\x2e\0\0", Detected::PostgresStartup),
+            (b"\0\0\0\x4f\0\x02\0\0", Detected::Unknown),
+            (b"\0\0\x40\x00\0\x03\0\0", Detected::Unknown),
+            (b"\0\0\0\x4f\0\x03", Detected::NeedMore),
+            (b"\x64\0\0\0\x0a5.5.5-10.11", Detected::MysqlGreeting),
+            (b"\x64\0\0\x01\x0a5", Detected::Unknown),
+            (b"\x64\0\0\0\x0a", Detected::NeedMore),
+            (b"*3\r\n$3\r\nSET", Detected::RedisCommand),
+            (b"*12\r\n$", Detected::RedisCommand),
+            (b"*1\r", Detected::NeedMore),
+            (b"*0\r\n$", Detected::Unknown),
+            (b"*x\0\0\0", Detected::Unknown),
+            (b"*3\r\n*", Detected::Unknown),
+            (b"GET / HTTP/1.1\r\n", Detected::Http1Request),
+        ];
+        for (b, want) in cases {
+            assert_eq!(detect(b), *want, "{b:?}");
+        }
+    }
+
+    #[test]
+    fn ports_are_hints() {
+        use super::{DbSystem, port_hint};
+        assert_eq!(port_hint(5432), Some(DbSystem::Postgres));
+        assert_eq!(port_hint(3306), Some(DbSystem::Mysql));
+        assert_eq!(port_hint(6379), Some(DbSystem::Redis));
+        assert_eq!(port_hint(80), None);
+    }
+}

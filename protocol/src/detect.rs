@@ -10,6 +10,8 @@
 //! request   METHOD SP ...                       METHOD from METHODS, e.g. "GET "
 //! response  "HTTP/1." ("0" | "1") SP 3DIGIT ...  e.g. "HTTP/1.1 200"
 //! h2        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"   the 24-byte client connection preface
+//! databases PostgreSQL startup, MySQL greeting, Redis `*N\r\n$` (see `db.rs`; the port is
+//!           only a hint: `db::port_hint`)
 //! ```
 
 /// What the first bytes of one direction of a connection look like.
@@ -22,6 +24,12 @@ pub enum Detected {
     Http1Response,
     /// The HTTP/2 client connection preface ([`HTTP2_PREFACE`]), complete.
     Http2Preface,
+    /// A PostgreSQL startup, SSL, GSSAPI or cancel request packet (client's first bytes).
+    PostgresStartup,
+    /// A MySQL/MariaDB protocol-10 greeting (server's first bytes).
+    MysqlGreeting,
+    /// A Redis command array, `*N\r\n$` (client's first bytes).
+    RedisCommand,
     /// The bytes so far are a proper prefix of one of the above: ask again with more bytes.
     NeedMore,
     /// None of the above.
@@ -82,6 +90,12 @@ pub fn detect(bytes: &[u8]) -> Detected {
         (request_start(bytes), Detected::Http1Request),
         (response_start(bytes), Detected::Http1Response),
         (literal(bytes, HTTP2_PREFACE), Detected::Http2Preface),
+        (
+            crate::db::postgres_startup(bytes),
+            Detected::PostgresStartup,
+        ),
+        (crate::db::mysql_greeting(bytes), Detected::MysqlGreeting),
+        (crate::db::redis_command(bytes), Detected::RedisCommand),
     ] {
         match prefix {
             Prefix::Match(_) => return detected,
