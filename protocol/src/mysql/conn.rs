@@ -84,8 +84,8 @@ struct Cmd {
     op: MyOperation,
     answer: Answer,
     next_seq: u8,
-    /// `COM_INIT_DB`: the schema it switches to.
-    init_db: Option<String>,
+    /// `COM_INIT_DB` or `USE`: the schema it switches to (`Some(None)`: unknown).
+    init_db: Option<Option<String>>,
 }
 
 impl MyConn {
@@ -287,6 +287,8 @@ impl MyConn {
         out.push(MyEvent::Error(ParseError { side, offset, kind }));
         self.abandon(Incomplete::LostSync, out);
         self.statements.clear();
+        // A lost COM_INIT_DB or USE may have changed it.
+        self.database = None;
         self.req.lose();
         self.resp.lose();
         self.synced = false;
@@ -405,7 +407,7 @@ impl MyConn {
             return;
         };
         let command = Command(byte);
-        if command.as_str() == "COM_UNKNOWN" {
+        if !client_command(byte) {
             self.lose_sync(
                 Side::Request,
                 ErrorKind::UnknownCommand { byte },
@@ -443,13 +445,17 @@ impl MyConn {
                 return;
             }
             0x03 | 0x16 => {
-                op.query = Some(text(args, usize::MAX));
+                let q = text(args, usize::MAX);
+                if byte == 0x03 {
+                    init_db = use_statement(&q);
+                }
+                op.query = Some(q);
                 op.query_truncated = truncated;
             }
             0x02 => {
                 let db = text(args, 256);
                 op.query = Some(db.clone());
-                init_db = Some(db);
+                init_db = Some(Some(db));
             }
             0x17 | 0x1a | 0x1c => {
                 op.statement_id = u32_at(args, 0);
@@ -606,7 +612,7 @@ impl MyConn {
                 Some(0x00) if m.len >= 7 => {
                     done = ok_packet(&mut c.op, &p[1..]);
                     if done && let Some(db) = c.init_db.take() {
-                        self.database = Some(db);
+                        self.database = db;
                     }
                 }
                 Some(0xfe) if eof => done = true,
@@ -716,6 +722,29 @@ impl MyConn {
     }
 }
 
+/// The schema a `USE` statement switches to: `Some(Some(db))` for a lone `USE db`,
+/// `Some(None)` (unknown afterwards) when a multi-statement text may hold one.
+fn use_statement(q: &str) -> Option<Option<String>> {
+    let t = q.trim_start();
+    let lower = t.get(..4).map(str::to_ascii_lowercase);
+    if lower.as_deref() == Some("use ") || lower.as_deref() == Some("use`") {
+        let name = t[3..].trim().trim_end_matches(';').trim().trim_matches('`');
+        if !name.is_empty() && !name.contains(';') && !name.contains(char::is_whitespace) {
+            return Some(Some(name.to_string()));
+        }
+        return Some(None);
+    }
+    let rest = t.to_ascii_lowercase();
+    rest.contains(';')
+        .then(|| {
+            rest.split(';')
+                .skip(1)
+                .any(|s| s.trim_start().starts_with("use"))
+        })
+        .filter(|&u| u)
+        .map(|_| None)
+}
+
 /// Reads an OK packet's body (after the header byte) into `op`; true if no more results follow.
 fn ok_packet(op: &mut MyOperation, mut b: &[u8]) -> bool {
     let affected = lenenc(&mut b).unwrap_or(0);
@@ -784,8 +813,19 @@ fn looks_like_command(b: &[u8]) -> bool {
         None => true,
     };
     let seq_ok = b.get(3).is_none_or(|&s| s == 0);
-    let cmd_ok = b
-        .get(4)
-        .is_none_or(|&c| Command(c).as_str() != "COM_UNKNOWN");
-    len_ok && seq_ok && cmd_ok
+    let cmd_ok = b.get(4).is_none_or(|&c| client_command(c));
+    // Query text is text: this also keeps a compressed session (joined midway) from passing.
+    let text_ok = match b.get(4) {
+        Some(0x02 | 0x03 | 0x16) => b[5..]
+            .iter()
+            .take(64)
+            .all(|&c| c >= 0x20 || matches!(c, b'\t' | b'\r' | b'\n')),
+        _ => true,
+    };
+    len_ok && seq_ok && cmd_ok && text_ok
+}
+
+/// Commands a client sends (not the server-internal ones such as `COM_SLEEP`).
+fn client_command(c: u8) -> bool {
+    matches!(c, 0x01..=0x0a | 0x0c..=0x0e | 0x11 | 0x16..=0x1c | 0x1f)
 }

@@ -27,6 +27,8 @@ pub struct RedisConn {
     resp: Reader,
     pending: VecDeque<Pending>,
     database: Option<u32>,
+    /// `SELECT` queued in a transaction.
+    queued_select: Option<u32>,
     subscribed: bool,
     quiet: Quiet,
     synced: bool,
@@ -64,6 +66,7 @@ impl RedisConn {
             resp: Reader::new(Side::Response),
             pending: VecDeque::new(),
             database: Some(0),
+            queued_select: None,
             subscribed: false,
             quiet: Quiet::default(),
             synced: true,
@@ -385,7 +388,19 @@ impl RedisConn {
             }
         });
         if p.select.is_some() && kind == ReplyKind::Simple {
-            self.database = p.select;
+            if v.text == b"OK" {
+                self.database = p.select;
+            } else {
+                // QUEUED inside MULTI: it takes effect at EXEC.
+                self.queued_select = p.select;
+            }
+        }
+        match p.op.command.as_str() {
+            "EXEC" if kind == ReplyKind::Array && self.queued_select.is_some() => {
+                self.database = self.queued_select.take();
+            }
+            "EXEC" | "DISCARD" => self.queued_select = None,
+            _ => {}
         }
         p.op.response = Some(ext);
         p.op.reply = Some(Reply {
