@@ -333,6 +333,7 @@ impl RedisConn {
                     && p.confirm_kind == Some(kind)
                 {
                     p.op.response = Some(p.op.response.map_or(ext, |r| r.to(ext.last)));
+                    p.op.database = self.database;
                     let left = p.confirmations.unwrap_or(1).saturating_sub(1);
                     p.confirmations = Some(left);
                     if left == 0 {
@@ -387,6 +388,8 @@ impl RedisConn {
                 message: message.to_string(),
             }
         });
+        // The database a command ran in is the one in effect when the server reached it.
+        p.op.database = self.database;
         if p.select.is_some() && kind == ReplyKind::Simple {
             if v.text == b"OK" {
                 self.database = p.select;

@@ -96,7 +96,8 @@ pub struct RedisOperation {
     pub args: u64,
     /// The command sent inline (`PING\r\n`) rather than as an array.
     pub inline: bool,
-    /// The database index in use (`db.namespace`), if known.
+    /// The database index the command ran in (`db.namespace`): the one in effect when its
+    /// reply came, after every earlier command of a pipeline; `None` if unknown.
     pub database: Option<u32>,
     /// Offsets of the command.
     pub request: Extent,
