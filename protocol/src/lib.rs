@@ -10,6 +10,12 @@
 //!   stream with exact stream offsets.
 //! - [`grpc`] reads gRPC calls (service, method, status, message counts) from HTTP/2 exchanges.
 //! - [`route`](mod@route) turns a request path into a low-cardinality route for span names.
+//! - [`postgres`], [`mysql`] and [`redis`] parse both directions of one database connection
+//!   into operations (query or command, its answer, rows, errors, stream offsets); [`db`]
+//!   holds what they share (limits, extents, how a connection joined midway finds its place,
+//!   port hints).
+//! - [`sql`] turns query text into `db.query.text` without literals and into
+//!   `db.operation.name`, `db.collection.name` and `db.query.summary`.
 
 pub mod db;
 pub mod detect;
