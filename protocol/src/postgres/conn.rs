@@ -21,15 +21,17 @@ use crate::db::{EndReason, Extent, Incomplete, Limits, Quiet, Side, text};
 ///
 /// let mut conn = PgConn::new(Limits::default());
 /// let mut out = Vec::new();
-/// let q = b"Q\0\0\0\x0dSELECT 1;\0";
-/// conn.data(Side::Request, 0, q, &mut out);
+/// conn.data(Side::Request, 0, b"\0\0\0\x10\0\x03\0\0user\0u\0\0", &mut out);
+/// conn.data(Side::Response, 0, b"R\0\0\0\x08\0\0\0\0Z\0\0\0\x05I", &mut out);
+/// conn.data(Side::Request, 16, b"Q\0\0\0\x0eSELECT 1;\0", &mut out);
 /// let answer = b"T\0\0\0\x06\0\0D\0\0\0\x06\0\0C\0\0\0\x0dSELECT 1\0Z\0\0\0\x05I";
-/// conn.data(Side::Response, 0, answer, &mut out);
-/// let [PgEvent::Operation(op)] = &out[..] else { panic!("{out:?}") };
+/// conn.data(Side::Response, 15, answer, &mut out);
+/// let [PgEvent::Startup(s), PgEvent::Operation(op)] = &out[..] else { panic!("{out:?}") };
+/// assert_eq!(s.user.as_deref(), Some("u"));
 /// assert_eq!(op.query.as_deref(), Some("SELECT 1;"));
 /// assert_eq!((op.command.as_deref(), op.rows), (Some("SELECT"), Some(1)));
-/// assert_eq!((op.request.first, op.request.last), (0, 13));
-/// assert_eq!(op.response.map(|r| (r.first, r.last)), Some((0, 42)));
+/// assert_eq!((op.request.first, op.request.last), (16, 30));
+/// assert_eq!(op.response.map(|r| (r.first, r.last)), Some((15, 48)));
 /// ```
 ///
 /// A connection that started before the observer must be made with [`PgConn::joined`]: it

@@ -17,7 +17,7 @@ use crate::db::{EndReason, Extent, Incomplete, Limits, Quiet, Side, text};
 /// conn.data(Side::Request, 0, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\nPING\r\n", &mut out);
 /// conn.data(Side::Response, 0, b"+OK\r\n+PONG\r\n", &mut out);
 /// let [RedisEvent::Operation(set), RedisEvent::Operation(ping)] = &out[..] else { panic!() };
-/// assert_eq!((set.query_text().as_str(), set.request.last), ("SET ? ?", 28));
+/// assert_eq!((set.query_text().as_str(), set.request.last), ("SET ? ?", 26));
 /// assert_eq!((ping.command.as_str(), ping.response.unwrap().first), ("PING", 5));
 /// ```
 #[derive(Debug)]
@@ -30,6 +30,10 @@ pub struct RedisConn {
     /// `SELECT` queued in a transaction.
     queued_select: Option<u32>,
     subscribed: bool,
+    /// `CLIENT REPLY OFF` is in effect.
+    replies_off: bool,
+    /// `CLIENT REPLY SKIP`: the next command gets no reply.
+    skip_next: bool,
     quiet: Quiet,
     synced: bool,
     report_lost: bool,
@@ -68,6 +72,8 @@ impl RedisConn {
             database: Some(0),
             queued_select: None,
             subscribed: false,
+            replies_off: false,
+            skip_next: false,
             quiet: Quiet::default(),
             synced: true,
             report_lost: false,
@@ -248,6 +254,8 @@ impl RedisConn {
         self.quiet.disarm();
         self.database = None;
         self.subscribed = false;
+        self.replies_off = false;
+        self.skip_next = false;
     }
 
     fn abandon(&mut self, why: Incomplete, out: &mut Vec<RedisEvent>) {
@@ -295,6 +303,30 @@ impl RedisConn {
             reply: None,
             incomplete: None,
         };
+        // CLIENT REPLY OFF|SKIP|ON: commands the server will not answer are reported at once.
+        let mut unanswered = std::mem::take(&mut self.skip_next) || self.replies_off;
+        if op.command == "CLIENT" && op.subcommand.as_deref() == Some("REPLY") {
+            let mode = v.items.get(2).map(|m| text(m, 8).to_ascii_uppercase());
+            match mode.as_deref() {
+                Some("OFF") => {
+                    self.replies_off = true;
+                    unanswered = true;
+                }
+                Some("SKIP") => {
+                    self.skip_next = !self.replies_off;
+                    unanswered = true;
+                }
+                Some("ON") => {
+                    self.replies_off = false;
+                    unanswered = false;
+                }
+                _ => {}
+            }
+        }
+        if unanswered {
+            out.push(RedisEvent::Operation(Box::new(op)));
+            return;
+        }
         if self.pending.len() >= self.limits.max_pending.max(1) {
             self.lose_sync(Side::Request, ErrorKind::TooManyPending, v.first, out);
             return;

@@ -103,7 +103,8 @@ pub struct RedisOperation {
     pub request: Extent,
     /// Offsets of its reply (for a subscription, from the first confirmation to the last).
     pub response: Option<Extent>,
-    /// The reply, if one was seen.
+    /// The reply, if one was seen. `None` with `incomplete` also `None`: the client had turned
+    /// replies off (`CLIENT REPLY OFF` or `SKIP`), the command is reported when sent.
     pub reply: Option<Reply>,
     /// Why there is no complete reply.
     pub incomplete: Option<Incomplete>,

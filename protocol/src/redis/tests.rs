@@ -214,3 +214,33 @@ fn query_text_is_bounded() {
     assert_eq!(t.ops()[0].query_text(), "MSET ? ? ? ? ? ? ? ? …");
     assert_eq!(t.ops()[0].args, 20);
 }
+
+#[test]
+fn client_reply_off_and_skip_do_not_shift_the_pairing() {
+    let mut t = T::new();
+    t.req(&cmd(&["CLIENT", "REPLY", "SKIP"]));
+    t.req(&cmd(&["SET", "a", "1"]));
+    t.req(&cmd(&["GET", "a"]));
+    t.req(&cmd(&["CLIENT", "REPLY", "OFF"]));
+    t.req(&cmd(&["SET", "b", "2"]));
+    t.req(&cmd(&["CLIENT", "REPLY", "ON"]));
+    t.req(&cmd(&["GET", "b"]));
+    t.resp(b"$1\r\n1\r\n+OK\r\n$1\r\n2\r\n");
+    let seen: Vec<_> = t
+        .ops()
+        .iter()
+        .map(|o| (o.query_text(), o.reply.as_ref().map(|r| r.kind)))
+        .collect();
+    let want = [
+        ("CLIENT REPLY ?", None),
+        ("SET ? ?", None),
+        ("CLIENT REPLY ?", None),
+        ("SET ? ?", None),
+        ("GET ?", Some(ReplyKind::Bulk)),
+        ("CLIENT REPLY ?", Some(ReplyKind::Simple)),
+        ("GET ?", Some(ReplyKind::Bulk)),
+    ];
+    let want: Vec<_> = want.iter().map(|(q, k)| (q.to_string(), *k)).collect();
+    assert_eq!(seen, want);
+    assert!(t.errors().is_empty());
+}
