@@ -226,3 +226,16 @@ fn pg_asyncpg() {
         ],
     );
 }
+
+#[test]
+fn mysql_cli_mariadb() {
+    check(
+        mysql("mysql_cli_mariadb"),
+        &[
+            "HANDSHAKE 5.5.5-10.11.19-MariaDB-0+deb12u1 mariadb=true user=sonde db=sonde deprecate_eof=false greeting 0-103 req 0-217 err=-",
+            "COM_QUERY \"SELECT 1 UNION SELECT 2\" id=- db=sonde rows=2 affected=- results=1 req 218-245 resp 125-189",
+            "COM_QUERY \"SHOW DATABASES LIKE 'son%'\" id=- db=sonde rows=1 affected=- results=1 req 246-276 resp 190-310",
+            "COM_QUERY \"SELECT * FROM missing_table\" id=- db=sonde rows=0 affected=- results=0 req 277-308 resp 311-364 error(1146 42S02 Table 'sonde.missing_table' doesn't exist)",
+        ],
+    );
+}
