@@ -54,7 +54,8 @@ impl Extent {
 pub struct Limits {
     /// Bytes of one message kept to read it (query text, error text, arguments): the rest of a
     /// longer message is counted and skipped, and what was read is marked truncated
-    /// (default 64 KiB). Also the most a direction ever buffers.
+    /// (default 64 KiB). Also about the most a direction ever buffers (Redis keeps up to
+    /// 1 KiB of fields beside it; MySQL keeps at least 64 bytes of an answer packet).
     pub max_message_bytes: usize,
     /// A declared message length above this is taken as garbage (`TooLarge`), not skipped
     /// (default 256 MiB).

@@ -234,7 +234,10 @@ impl MyConn {
                     let keep = self.limits.max_message_bytes;
                     self.req.next(&mut input, &self.limits, keep)
                 }
-                Side::Response => self.resp.next(&mut input, &self.limits, KEEP_RESPONSE),
+                Side::Response => {
+                    let keep = KEEP_RESPONSE.min(self.limits.max_message_bytes.max(64));
+                    self.resp.next(&mut input, &self.limits, keep)
+                }
             };
             match item {
                 None => return,
@@ -393,7 +396,8 @@ impl MyConn {
 
     fn command(&mut self, m: Msg, out: &mut Vec<MyEvent>) {
         if m.seq != 0 {
-            // LOCAL INFILE contents, or stray continuation packets: they move the sequence on.
+            // LOCAL INFILE contents, CHANGE_USER auth data (never read), or stray continuation
+            // packets: they move the sequence on.
             if let Some(c) = self.pending.front_mut()
                 && c.answer == Answer::Infile
             {
@@ -452,6 +456,8 @@ impl MyConn {
                 op.query = Some(q);
                 op.query_truncated = truncated;
             }
+            // The new user's database is in the auth data's neighbourhood: not read.
+            0x11 => init_db = Some(None),
             0x02 => {
                 let db = text(args, 256);
                 op.query = Some(db.clone());
@@ -583,6 +589,12 @@ impl MyConn {
         let mut done = false;
         let mut bad = false;
         match c.answer {
+            // COM_CHANGE_USER: an auth switch or more auth data, then OK or ERR.
+            Answer::First | Answer::Infile
+                if c.op.command == Command(0x11) && matches!(b0, Some(0xfe | 0x01)) =>
+            {
+                c.answer = Answer::Infile;
+            }
             Answer::First | Answer::Infile => match b0 {
                 Some(0xff) => {
                     c.op.error = Some(my_error(p));

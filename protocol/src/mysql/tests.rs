@@ -302,3 +302,23 @@ fn hostile_input() {
     assert_eq!(t.errors(), ["too_large"]);
     assert_eq!(t.conn.buffered(Side::Request), 0);
 }
+
+#[test]
+fn change_user_runs_an_auth_exchange() {
+    let mut t = T::logged_in(BASE);
+    t.req(&[pkt(0, b"\x11bob\0\x14SECRETSECRETSECRET12other\0")]);
+    t.resp(&[pkt(1, b"\xfemysql_native_password\0salt")]);
+    t.req(&[pkt(2, b"SECRETREPLY")]);
+    t.resp(&[ok(3, 0, 2)]);
+    t.req(&[pkt(0, &[0x0e])]);
+    t.resp(&[ok(1, 0, 2)]);
+    assert!(t.errors().is_empty(), "{:?}", t.out);
+    let ops = t.ops();
+    assert_eq!(ops.len(), 2);
+    assert_eq!(
+        (ops[0].command.as_str(), ops[0].response.map(|r| r.last)),
+        ("COM_CHANGE_USER", Some(t.off[1] - 12))
+    );
+    assert_eq!(ops[1].database, None);
+    assert!(!format!("{:?}", t.out).contains("SECRET"));
+}
