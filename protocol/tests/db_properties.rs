@@ -239,7 +239,12 @@ fn records(prefix: &str) -> Vec<Vec<u8>> {
 fn arbitrary<C: DbConn>(prefix: &str, make: &dyn Fn(bool, bool) -> C) {
     let seeds = records(prefix);
     let mut rng = Rng(0xdb5 + prefix.len() as u64);
-    for _ in 0..3000 {
+    // DB_PROPERTY_ROUNDS=200000 for a longer run.
+    let rounds: usize = std::env::var("DB_PROPERTY_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3000);
+    for _ in 0..rounds {
         let steps = random_steps(&mut rng, &seeds);
         let (tight, joined) = (rng.below(2) == 0, rng.below(3) == 0);
         let _ = drive(make(tight, joined), &steps, |b| rng.cuts(b.len()));
