@@ -239,3 +239,29 @@ fn mysql_cli_mariadb() {
         ],
     );
 }
+
+/// The first bytes of every database fixture are recognised by `detect` (the client's for
+/// PostgreSQL and Redis, the server's greeting for MySQL); inline Redis is not (port hint only).
+#[test]
+fn detected_from_first_bytes() {
+    use dbcommon::{Step, db_fixtures};
+    use sonde_protocol::db::Side;
+    use sonde_protocol::detect::{Detected, detect};
+    for name in db_fixtures("") {
+        let steps = load_db(&name);
+        let first = |side: Side| {
+            steps.iter().find_map(|s| match s {
+                Step::Data(sd, b) if *sd == side => Some(b.clone()),
+                _ => None,
+            })
+        };
+        let (side, want) = match &name[..2] {
+            "pg" => (Side::Request, Detected::PostgresStartup),
+            "my" => (Side::Response, Detected::MysqlGreeting),
+            _ if name.contains("inline") => (Side::Request, Detected::Unknown),
+            _ => (Side::Request, Detected::RedisCommand),
+        };
+        let bytes = first(side).expect("first record");
+        assert_eq!(detect(&bytes), want, "{name}");
+    }
+}
