@@ -17,6 +17,16 @@
 //! request   ..lost..|  Q "SELECT 1"      ← resync here: first request bytes fed after the quiet point
 //! response  ..lost..Z|                   ← quiet point: a complete ReadyForQuery ends the data seen
 //! ```
+//!
+//! What this rule cannot see: a client that keeps answers outstanding *across* its writes
+//! (multiplexing clients such as ioredis or lettuce, or several pipelined batches in flight)
+//! may still be owed answers to requests sent before the observer joined. Its first operations
+//! after the resync would then be paired one answer late. The shift shows up as soon as an
+//! answer arrives with nothing pending (an `UnexpectedResponse`/`UnexpectedReply` error, then a
+//! new quiet point), MySQL's sequence ids and PostgreSQL's per-message answer types catch most
+//! of it earlier, but operations already reported are not taken back. Holding operations after
+//! a resync until a second quiet point confirms the pairing would close this; it is not done.
+//! Connections seen from their start are not affected.
 
 pub use crate::http1::{EndReason, Side};
 
