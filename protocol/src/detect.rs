@@ -10,6 +10,8 @@
 //! request   METHOD SP ...                       METHOD from METHODS, e.g. "GET "
 //! response  "HTTP/1." ("0" | "1") SP 3DIGIT ...  e.g. "HTTP/1.1 200"
 //! h2        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"   the 24-byte client connection preface
+//! databases PostgreSQL startup, MySQL greeting, Redis `*N\r\n$` (see `db.rs`; the port is
+//!           only a hint: `db::port_hint`)
 //! ```
 
 /// What the first bytes of one direction of a connection look like.
@@ -22,6 +24,12 @@ pub enum Detected {
     Http1Response,
     /// The HTTP/2 client connection preface ([`HTTP2_PREFACE`]), complete.
     Http2Preface,
+    /// A PostgreSQL startup, SSL, GSSAPI or cancel request packet (client's first bytes).
+    PostgresStartup,
+    /// A MySQL/MariaDB protocol-10 greeting (server's first bytes).
+    MysqlGreeting,
+    /// A Redis command array, `*N\r\n$` (client's first bytes).
+    RedisCommand,
     /// The bytes so far are a proper prefix of one of the above: ask again with more bytes.
     NeedMore,
     /// None of the above.
@@ -82,6 +90,9 @@ pub fn detect(bytes: &[u8]) -> Detected {
         (request_start(bytes), Detected::Http1Request),
         (response_start(bytes), Detected::Http1Response),
         (literal(bytes, HTTP2_PREFACE), Detected::Http2Preface),
+        (postgres_startup(bytes), Detected::PostgresStartup),
+        (mysql_greeting(bytes), Detected::MysqlGreeting),
+        (redis_command(bytes), Detected::RedisCommand),
     ] {
         match prefix {
             Prefix::Match(_) => return detected,
@@ -170,6 +181,100 @@ fn literal_parts(bytes: &[u8], parts: &[&[u8]]) -> Prefix {
         }
     }
     Prefix::Match(i)
+}
+
+/// A PostgreSQL startup packet (client's first bytes): a length in 8..=10000 and the v3
+/// protocol code, or the SSLRequest, GSSENCRequest or CancelRequest code.
+///
+/// ```text
+/// 00 00 00 4f  00 03 00 00   StartupMessage v3.0 (79 bytes)
+/// 00 00 00 08  04 d2 16 2f   SSLRequest          (04d2 162f = 80877103)
+/// ```
+pub(crate) fn postgres_startup(b: &[u8]) -> Prefix {
+    let codes: [[u8; 4]; 4] = [
+        [0, 3, 0, 0],
+        [0x04, 0xd2, 0x16, 0x2e],
+        [0x04, 0xd2, 0x16, 0x2f],
+        [0x04, 0xd2, 0x16, 0x30],
+    ];
+    for i in 0..8 {
+        let Some(&x) = b.get(i) else {
+            return Prefix::Partial;
+        };
+        let ok = match i {
+            0 | 1 => x == 0,
+            2 => x <= 0x27,
+            3 => b[2] > 0 || x >= 8,
+            _ => codes.iter().any(|c| c[..=i - 4] == b[4..=i]),
+        };
+        if !ok {
+            return Prefix::Mismatch(i);
+        }
+    }
+    let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if len > 10_000 {
+        return Prefix::Mismatch(2);
+    }
+    Prefix::Match(8)
+}
+
+/// A MySQL/MariaDB server greeting (server's first bytes): sequence 0, protocol 10, and a
+/// version string starting with a digit.
+///
+/// ```text
+/// 64 00 00  00  0a  35 2e 35 2e 35 2d ...   length 100, seq 0, protocol 10, "5.5.5-..."
+/// ```
+pub(crate) fn mysql_greeting(b: &[u8]) -> Prefix {
+    for i in 0..6 {
+        let Some(&x) = b.get(i) else {
+            return Prefix::Partial;
+        };
+        let ok = match i {
+            0 | 1 => true,
+            2 => x == 0 && (b[0] > 0 || b[1] > 0),
+            3 => x == 0,
+            4 => x == 10,
+            _ => x.is_ascii_digit(),
+        };
+        if !ok {
+            return Prefix::Mismatch(i);
+        }
+    }
+    Prefix::Match(6)
+}
+
+/// A Redis command as an array of bulk strings: `*` digits CRLF `$`.
+pub(crate) fn redis_command(b: &[u8]) -> Prefix {
+    let mut i = 0;
+    let mut digits = 0;
+    loop {
+        let Some(&x) = b.get(i) else {
+            return Prefix::Partial;
+        };
+        let ok = match i {
+            0 => x == b'*',
+            _ if digits < 6 && x.is_ascii_digit() && (digits > 0 || x != b'0') => {
+                digits += 1;
+                true
+            }
+            _ if digits == 0 => false,
+            _ => {
+                let tail = b"\r\n$";
+                let k = i - 1 - digits;
+                if tail[k] != x {
+                    return Prefix::Mismatch(i);
+                }
+                if k == 2 {
+                    return Prefix::Match(i + 1);
+                }
+                true
+            }
+        };
+        if !ok {
+            return Prefix::Mismatch(i);
+        }
+        i += 1;
+    }
 }
 
 #[cfg(test)]

@@ -10,16 +10,27 @@
 //!   stream with exact stream offsets.
 //! - [`grpc`] reads gRPC calls (service, method, status, message counts) from HTTP/2 exchanges.
 //! - [`route`](mod@route) turns a request path into a low-cardinality route for span names.
+//! - [`postgres`], [`mysql`] and [`redis`] parse both directions of one database connection
+//!   into operations (query or command, its answer, rows, errors, stream offsets); [`db`]
+//!   holds what they share (limits, extents, how a connection joined midway finds its place,
+//!   port hints).
+//! - [`sql`] turns query text into `db.query.text` without literals and into
+//!   `db.operation.name`, `db.collection.name` and `db.query.summary`.
 
 // The crate under its own name, so test helpers shared with the integration tests
 // (`http1/render.rs`, included there with `#[path]`) name it the same way in both places.
 extern crate self as sonde_protocol;
 
+pub mod db;
 pub mod detect;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
 pub mod route;
+pub mod sql;
 
 pub use detect::{Detected, detect};
 pub use grpc::GrpcCall;

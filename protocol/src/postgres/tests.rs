@@ -1,0 +1,392 @@
+use super::*;
+
+/// A regular message: tag, length, body.
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = 0x0003_0000u32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut m = (body.len() as u32 + 4).to_be_bytes().to_vec();
+    m.extend_from_slice(&body);
+    m
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn ready() -> Vec<u8> {
+    msg(b'Z', b"I")
+}
+
+fn complete(tag: &str) -> Vec<u8> {
+    msg(b'C', &cstr(tag))
+}
+
+fn error(code: &str, m: &str) -> Vec<u8> {
+    let mut b = b"SERROR\0VERROR\0C".to_vec();
+    b.extend_from_slice(&cstr(code));
+    b.push(b'M');
+    b.extend_from_slice(&cstr(m));
+    b.push(0);
+    msg(b'E', &b)
+}
+
+struct T {
+    conn: PgConn,
+    out: Vec<PgEvent>,
+    off: [u64; 2],
+}
+
+impl T {
+    fn new() -> Self {
+        Self::with(PgConn::new(Limits::default()))
+    }
+    fn with(conn: PgConn) -> Self {
+        Self {
+            conn,
+            out: Vec::new(),
+            off: [0; 2],
+        }
+    }
+    fn send(&mut self, side: Side, parts: &[Vec<u8>]) {
+        let b = parts.concat();
+        let o = &mut self.off[side as usize];
+        self.conn.data(side, *o, &b, &mut self.out);
+        *o += b.len() as u64;
+    }
+    fn req(&mut self, parts: &[Vec<u8>]) {
+        self.send(Side::Request, parts)
+    }
+    fn resp(&mut self, parts: &[Vec<u8>]) {
+        self.send(Side::Response, parts)
+    }
+    fn ops(&self) -> Vec<&PgOperation> {
+        self.out
+            .iter()
+            .filter_map(|e| match e {
+                PgEvent::Operation(o) => Some(&**o),
+                _ => None,
+            })
+            .collect()
+    }
+    fn errors(&self) -> Vec<&'static str> {
+        self.out
+            .iter()
+            .filter_map(|e| match e {
+                PgEvent::Error(e) => Some(e.kind.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+    fn started(mut self) -> Self {
+        self.req(&[startup(&[("user", "u"), ("database", "d")])]);
+        self.resp(&[msg(b'R', &[0, 0, 0, 0]), ready()]);
+        self
+    }
+}
+
+#[test]
+fn startup_reports_database_never_the_password() {
+    let mut t = T::new();
+    t.req(&[startup(&[
+        ("user", "alice"),
+        ("database", "shop"),
+        ("application_name", "web"),
+    ])]);
+    t.resp(&[msg(b'R', &[0, 0, 0, 3])]);
+    t.req(&[msg(b'p', b"hunter2-secret\0")]);
+    t.resp(&[
+        msg(b'R', &[0, 0, 0, 0]),
+        msg(b'S', b"a\0b\0"),
+        msg(b'K', &[0; 8]),
+        ready(),
+    ]);
+    let [PgEvent::Startup(s)] = &t.out[..] else {
+        panic!("{:?}", t.out)
+    };
+    assert_eq!(s.version, (3, 0));
+    assert_eq!(
+        (
+            s.user.as_deref(),
+            s.database.as_deref(),
+            s.application_name.as_deref()
+        ),
+        (Some("alice"), Some("shop"), Some("web"))
+    );
+    assert!(s.error.is_none());
+    assert!(!format!("{:?}", t.out).contains("hunter2"));
+}
+
+#[test]
+fn refused_login_is_a_startup_error() {
+    let mut t = T::new();
+    t.req(&[startup(&[("user", "bob")])]);
+    t.resp(&[error("28P01", "password authentication failed")]);
+    let [PgEvent::Startup(s)] = &t.out[..] else {
+        panic!("{:?}", t.out)
+    };
+    assert_eq!(s.error.as_ref().map(|e| e.code.as_str()), Some("28P01"));
+}
+
+#[test]
+fn ssl_and_gss_requests() {
+    let ssl = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f].to_vec();
+    let mut t = T::new();
+    t.req(std::slice::from_ref(&ssl));
+    t.resp(&[b"S\x16\x03\x01".to_vec()]);
+    assert_eq!(
+        t.out,
+        [PgEvent::Stopped {
+            reason: PgStop::Tls,
+            response_offset: 1
+        }]
+    );
+    // Refused: the startup follows in clear.
+    let mut t = T::new();
+    t.req(&[ssl]);
+    t.resp(&[b"N".to_vec()]);
+    t.req(&[startup(&[("user", "u")])]);
+    t.resp(&[ready()]);
+    assert!(matches!(&t.out[..], [PgEvent::Startup(s)] if s.request.first == 8));
+    let mut t = T::new();
+    t.req(&[[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30].to_vec()]);
+    t.resp(&[b"G".to_vec()]);
+    assert!(matches!(
+        &t.out[..],
+        [PgEvent::Stopped {
+            reason: PgStop::Gss,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn cancel_request() {
+    let mut t = T::new();
+    t.req(&[[
+        0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e, 0, 0, 0x30, 0x39, 1, 2, 3, 4,
+    ]
+    .to_vec()]);
+    assert!(matches!(
+        &t.out[..],
+        [
+            PgEvent::Cancel {
+                process_id: 12345,
+                ..
+            },
+            PgEvent::Stopped {
+                reason: PgStop::Cancel,
+                ..
+            }
+        ]
+    ));
+}
+
+#[test]
+fn pipelined_simple_queries_pair_in_order() {
+    let mut t = T::new().started();
+    t.req(&[msg(b'Q', b"SELECT 1\0"), msg(b'Q', b"BAD\0")]);
+    t.resp(&[
+        msg(b'T', &[0, 0]),
+        msg(b'D', &[0, 0]),
+        complete("SELECT 1"),
+        ready(),
+        msg(b'N', b"Mnotice\0\0"),
+        error("42601", "syntax error"),
+        ready(),
+    ]);
+    let ops = t.ops();
+    assert_eq!(ops.len(), 2);
+    assert_eq!(
+        (ops[0].rows, ops[0].outcome.clone()),
+        (Some(1), PgOutcome::Ok)
+    );
+    assert_eq!(ops[1].error_code(), Some("42601"));
+    assert_eq!(ops[1].query.as_deref(), Some("BAD"));
+}
+
+#[test]
+fn unnamed_and_named_statements_map_back_to_their_text() {
+    let mut t = T::new().started();
+    let parse = |name: &str, q: &str| msg(b'P', &[cstr(name), cstr(q), vec![0, 0]].concat());
+    let bind =
+        |portal: &str, stmt: &str| msg(b'B', &[cstr(portal), cstr(stmt), vec![0; 6]].concat());
+    let exec =
+        |portal: &str, max: u32| msg(b'E', &[cstr(portal), max.to_be_bytes().to_vec()].concat());
+    let sync = msg(b'S', b"");
+    t.req(&[parse("s1", "SELECT a FROM t"), sync.clone()]);
+    t.resp(&[msg(b'1', b""), ready()]);
+    t.req(&[bind("", "s1"), exec("", 0), sync.clone()]);
+    t.resp(&[
+        msg(b'2', b""),
+        msg(b'D', b""),
+        complete("SELECT 1"),
+        ready(),
+    ]);
+    // A named portal with a row limit: suspended, then fetched again.
+    t.req(&[bind("p1", "s1"), exec("p1", 1), exec("p1", 1), sync.clone()]);
+    t.resp(&[
+        msg(b'2', b""),
+        msg(b'D', b""),
+        msg(b's', b""),
+        msg(b'D', b""),
+        complete("SELECT 1"),
+        ready(),
+    ]);
+    // Closed, then executed: the text is no longer known.
+    t.req(&[msg(b'C', b"Ss1\0"), sync.clone()]);
+    t.resp(&[msg(b'3', b""), ready()]);
+    t.req(&[bind("", "s1"), exec("", 0), sync]);
+    t.resp(&[
+        error("26000", "prepared statement \"s1\" does not exist"),
+        ready(),
+    ]);
+    let ops = t.ops();
+    let q: Vec<_> = ops
+        .iter()
+        .map(|o| (o.kind, o.query.as_deref(), o.suspended))
+        .collect();
+    assert_eq!(
+        q,
+        [
+            (PgOpKind::Prepare, Some("SELECT a FROM t"), false),
+            (PgOpKind::Execute, Some("SELECT a FROM t"), false),
+            (PgOpKind::Execute, Some("SELECT a FROM t"), true),
+            (PgOpKind::Execute, Some("SELECT a FROM t"), false),
+            (PgOpKind::Execute, None, false),
+        ]
+    );
+    assert_eq!(ops[2].portal.as_deref(), Some("p1"));
+    assert_eq!(ops[4].error_code(), Some("26000"));
+}
+
+#[test]
+fn a_parse_error_fails_its_execute_and_skips_the_rest_of_the_batch() {
+    let mut t = T::new().started();
+    let p = msg(b'P', b"\0SELEC 1\0\0\0");
+    let b = msg(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]);
+    let e = msg(b'E', &[0, 0, 0, 0, 0]);
+    let p2 = msg(b'P', b"\0SELECT 2\0\0\0");
+    t.req(&[p, b.clone(), e.clone(), p2, b, e, msg(b'S', b"")]);
+    t.resp(&[error("42601", "syntax error"), ready()]);
+    let ops = t.ops();
+    assert_eq!(ops.len(), 2);
+    assert_eq!(ops[0].error_code(), Some("42601"));
+    assert_eq!(ops[1].outcome, PgOutcome::NotExecuted);
+    assert_eq!(ops[1].query.as_deref(), Some("SELECT 2"));
+}
+
+#[test]
+fn a_gap_inside_rows_is_skipped() {
+    let mut t = T::new().started();
+    t.req(&[msg(b'Q', b"SELECT big\0")]);
+    let row = msg(b'D', &[7u8; 1000]);
+    t.resp(&[row[..100].to_vec()]);
+    let o = t.off[1];
+    t.conn.gap(Side::Response, o, 800, &mut t.out);
+    t.off[1] += 800;
+    t.resp(&[row[900..].to_vec(), complete("SELECT 1"), ready()]);
+    let ops = t.ops();
+    assert_eq!((ops[0].data_rows, ops[0].rows), (1, Some(1)));
+    assert!(t.errors().is_empty());
+}
+
+#[test]
+fn a_gap_inside_a_query_loses_sync_and_resynchronises_at_ready() {
+    let mut t = T::new().started();
+    let q = msg(b'Q', b"SELECT 1\0");
+    t.req(&[q[..3].to_vec()]);
+    let o = t.off[0];
+    t.conn.gap(Side::Request, o, 4, &mut t.out);
+    t.off[0] += 4;
+    t.req(&[q[7..].to_vec()]);
+    t.resp(&[complete("SELECT 1"), ready()]);
+    t.req(&[msg(b'Q', b"SELECT 2\0")]);
+    t.resp(&[complete("SELECT 1"), ready()]);
+    assert_eq!(t.errors(), ["gap"]);
+    let ops = t.ops();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].query.as_deref(), Some("SELECT 2"));
+}
+
+#[test]
+fn joined_midway_waits_for_a_quiet_point() {
+    let mut t = T::with(PgConn::joined(Limits::default()));
+    t.off = [1000, 5000];
+    // The tail of a query and its answer: not reported.
+    t.req(&[b"ROM t\0".to_vec()]);
+    t.resp(&[msg(b'D', b"xx"), complete("SELECT 1"), ready()]);
+    assert!(!t.conn.is_synced());
+    t.req(&[msg(b'Q', b"SELECT 3\0")]);
+    t.resp(&[complete("SELECT 1"), ready()]);
+    assert!(t.conn.is_synced());
+    assert_eq!(t.errors(), ["desync"]);
+    let ops = t.ops();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].query.as_deref(), Some("SELECT 3"));
+    assert_eq!(ops[0].request.first, 1006);
+}
+
+#[test]
+fn hostile_lengths_and_types() {
+    // 1 GiB declared: an error, nothing allocated by it.
+    let mut t = T::new().started();
+    t.req(&[vec![b'Q', 0x40, 0, 0, 0], b"SELECT".to_vec()]);
+    assert_eq!(t.errors(), ["too_large"]);
+    assert_eq!(t.conn.buffered(Side::Request), 0);
+    // Length below 4, unknown type.
+    for bad in [vec![b'Q', 0, 0, 0, 3], vec![0x01, 0, 0, 0, 8, 1, 2, 3, 4]] {
+        let mut t = T::new().started();
+        t.req(&[bad]);
+        assert_eq!(t.errors().len(), 1, "{:?}", t.out);
+    }
+    // A startup packet that is not one.
+    let mut t = T::new();
+    t.req(&[vec![0xff, 0xff, 0xff, 0xff, 0, 3, 0, 0]]);
+    assert_eq!(t.errors(), ["malformed_length"]);
+    // Truncated: the connection ends inside a message and inside an answer.
+    let mut t = T::new().started();
+    t.req(&[msg(b'Q', b"SELECT 1\0")]);
+    t.resp(&[msg(b'D', b"abc")[..4].to_vec()]);
+    t.conn.close(EndReason::Reset, &mut t.out);
+    assert_eq!(t.errors(), ["truncated"]);
+    assert_eq!(t.ops()[0].outcome, PgOutcome::Incomplete(Incomplete::Reset));
+}
+
+#[test]
+fn long_queries_are_kept_up_to_the_limit() {
+    let limits = Limits {
+        max_message_bytes: 16,
+        ..Limits::default()
+    };
+    let mut t = T::with(PgConn::new(limits)).started();
+    t.req(&[msg(b'Q', b"SELECT 'a very long literal here'\0")]);
+    t.resp(&[complete("SELECT 1"), ready()]);
+    let ops = t.ops();
+    assert_eq!(ops[0].query.as_deref(), Some("SELECT 'a very l"));
+    assert!(ops[0].query_truncated);
+    assert!(t.conn.buffered(Side::Request) <= 16);
+}
+
+#[test]
+fn command_tags() {
+    use super::conn::command_tag;
+    assert_eq!(command_tag(b"INSERT 0 5"), ("INSERT".into(), Some(5)));
+    assert_eq!(command_tag(b"SELECT 3"), ("SELECT".into(), Some(3)));
+    assert_eq!(command_tag(b"CREATE TABLE"), ("CREATE TABLE".into(), None));
+    assert_eq!(command_tag(b""), ("".into(), None));
+}
