@@ -4,8 +4,8 @@ tests of database spans (tests/tests/db.rs).
 GET /item/<i> runs, on the request's own thread:
 - one PostgreSQL query on table `item_<i>` over a connection shared by all requests (opened
   at start, used under a lock, as a one-connection pool would), and
-- a Redis SET and GET on a connection opened for the request in database <i> (redis-py sends
-  SELECT <i> when it connects),
+- a Redis SET and GET on a connection opened for the request in database <i + 1> (redis-py
+  sends SELECT <i + 1> when it connects),
 and answers 200 with what it read as JSON.
 
 Usage: db_service.py PORT --pg-port P --pg-password PW --redis-port R
@@ -45,7 +45,7 @@ class Handler(BaseHTTPRequestHandler):
         r = redis.Redis(
             host="127.0.0.1",
             port=ARGS.redis_port,
-            db=i,
+            db=i + 1,
             lib_name=None,
             lib_version=None,
         )

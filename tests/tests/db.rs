@@ -910,7 +910,7 @@ fn redis_spans() {
 /// A thread-per-request HTTP service (Python `ThreadingHTTPServer`) that queries PostgreSQL
 /// over one shared connection and Redis over a connection per request, served 4 requests at a
 /// time: every database span is a child of the server span of the request it was made for.
-/// Request `i` queries table `item_<i>` and Redis database `i`, which is how the test knows
+/// Request `i` queries table `item_<i>` and Redis database `i + 1`, which is how the test knows
 /// which request a database span belongs to (timing cannot tell concurrent requests apart).
 #[test]
 fn http_request_and_its_queries_are_one_trace() {
@@ -978,7 +978,7 @@ fn http_request_and_its_queries_are_one_trace() {
             )),
             "{all}"
         );
-        let ns = i.to_string();
+        let ns = (i + 1).to_string();
         let redis_spans: Vec<&Value> = db
             .iter()
             .filter(|s| {
@@ -990,7 +990,7 @@ fn http_request_and_its_queries_are_one_trace() {
         assert_eq!(
             redis_spans.len(),
             2,
-            "SET and GET in Redis database {i}:\n{all}"
+            "SET and GET in Redis database {ns}:\n{all}"
         );
         for s in pg_spans.iter().chain(&redis_spans) {
             assert_eq!(
