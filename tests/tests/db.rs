@@ -363,11 +363,17 @@ impl Sonde {
         }
     }
 
-    fn spans(&self) -> Vec<Value> {
+    /// The spans written so far; `strict` once sonde has exited (before, the last line may
+    /// be half written).
+    fn spans(&self, strict: bool) -> Vec<Value> {
         fs::read_to_string(&self.out)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .filter_map(|l| match serde_json::from_str(l) {
+                Ok(v) => Some(v),
+                Err(e) if strict => panic!("sonde wrote a line that is not JSON ({e}): {l}"),
+                Err(_) => None,
+            })
             .collect()
     }
 
@@ -375,7 +381,7 @@ impl Sonde {
     /// the spans and the file's raw text.
     fn finish(mut self, done: impl Fn(&[Value]) -> bool) -> (Vec<Value>, String) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline && !done(&self.spans()) {
+        while Instant::now() < deadline && !done(&self.spans(false)) {
             std::thread::sleep(Duration::from_millis(100));
         }
         // A little longer, for spans that should not be there.
@@ -397,7 +403,7 @@ impl Sonde {
             std::thread::sleep(Duration::from_millis(50));
         }
         let text = fs::read_to_string(&self.out).unwrap_or_default();
-        (self.spans(), text)
+        (self.spans(true), text)
     }
 }
 
