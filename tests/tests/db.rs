@@ -803,7 +803,13 @@ fn mariadb_pymysql_spans() {
     ];
     let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
     let db = db_spans(&spans);
-    assert_eq!(db.len(), want.len(), "{}", describe(&db));
+    assert_eq!(
+        db.len(),
+        want.len(),
+        "pymysql: database spans, expected {:?}:\n{}",
+        want.iter().map(|o| o.name).collect::<Vec<_>>(),
+        describe(&db)
+    );
     // COM_PING and COM_INIT_DB carry no SQL: their operation names are checked loosely
     // (`PING`/`COM_PING`, `USE`/`COM_INIT_DB`), everything else as for a query.
     const NO_SQL: [usize; 2] = [6, 7];
@@ -1093,7 +1099,12 @@ fn postgres_server_side_spans_are_never_doubled() {
         ),
     ]
     .map(|o| o.namespace("shop"));
-    assert_eq!(db.len(), 4, "{}", describe(&db));
+    assert_eq!(
+        db.len(),
+        4,
+        "SELECT and UPDATE on srv_only (server side) and both_sides (client side):\n{}",
+        describe(&db)
+    );
     let client_port = outside["local_port"].as_u64().unwrap().to_string();
     assert_ops(
         &on("srv_only"),
