@@ -295,6 +295,11 @@ impl Telemetry {
             "Connections that switched from HTTP/1.1 to HTTP/2 with Upgrade: h2c.",
         )
         .sample(&[], s.spans.h2c_upgrades as f64);
+        w.counter(
+            "sonde_db_reported_by_client_total",
+            "Database operations seen at a traced server whose traced client reported them (one span per operation).",
+        )
+        .sample(&[], s.spans.db_reported_by_client as f64);
         w.gauge(
             "sonde_trace_open_requests",
             "Server requests in progress that outgoing HTTP/2 calls of the same process may be linked to.",
@@ -379,6 +384,7 @@ impl Telemetry {
                 "trace_links": s.spans.trace_links,
                 "h2_unrecovered_fields": s.spans.h2_unrecovered_fields,
                 "h2c_upgrades": s.spans.h2c_upgrades,
+                "db_reported_by_client": s.spans.db_reported_by_client,
                 "trace_context_dropped": s.spans.links_dropped,
                 "injections": s.spans.injections,
             },
