@@ -200,6 +200,7 @@ impl RunArgs {
             capture_request_headers: privacy.request_headers.clone(),
             capture_response_headers: privacy.response_headers.clone(),
             root_sampler: sampling.root_sampler(),
+            raw_query_services: privacy.raw_query_services.clone(),
         };
 
         // Exporter: file < OTEL_* environment < flags.

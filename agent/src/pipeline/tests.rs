@@ -192,12 +192,22 @@ fn addrs(role: Role) -> (&'static str, &'static str) {
 
 /// Runs `events` through driver → conn → span stage → policy → memory.
 fn pipeline(events: Vec<Event>, http: HttpConfig, sampling: SamplingConfig) -> Vec<Span> {
+    pipeline_of(events, http, sampling, Resource::default())
+}
+
+/// [`pipeline`] with every span from the process `resource` describes.
+fn pipeline_of(
+    events: Vec<Event>,
+    http: HttpConfig,
+    sampling: SamplingConfig,
+    resource: Resource,
+) -> Vec<Span> {
     let policy = Policy::new(&PrivacySection::default()).unwrap();
     let sink = PolicySink::new(Vec::new(), sampling, policy, None);
     let stage = SpanStage::new(
         http,
         WallClock::with_offset(0),
-        FixedResource(Arc::new(Resource::default())),
+        FixedResource(Arc::new(resource)),
         sink,
     );
     let driver = Driver::new(ConnTracker::without_role_resolver(Limits::default()), stage);
@@ -646,4 +656,32 @@ fn an_operation_is_reported_once_whichever_ends_are_traced() {
         assert_eq!(int_attr(s, "network.peer.port"), 41000);
         assert_eq!(int_attr(s, "server.port"), 5432);
     }
+}
+
+#[test]
+fn query_text_keeps_its_literals_only_for_the_services_named() {
+    let run = |service: &str| {
+        let mut r = Recorder::new();
+        db_client(&mut r, 1, 10, "db/mysql_pymysql", "127.0.0.1:3306");
+        let http = HttpConfig {
+            raw_query_services: vec!["orders".into()],
+            ..HttpConfig::default()
+        };
+        let resource = Resource {
+            attributes: vec![sonde_model::KeyValue::new(
+                "service.name",
+                service.to_owned(),
+            )],
+        };
+        pipeline_of(r.events, http, SamplingConfig::default(), resource)
+    };
+    let insert = |spans: &[Span]| str_attr(&spans[3], "db.query.text").to_owned();
+    assert_eq!(
+        insert(&run("orders")),
+        "INSERT INTO users VALUES (1, 'ann'), (2, 'bob')"
+    );
+    assert_eq!(
+        insert(&run("billing")),
+        "INSERT INTO users VALUES (?, ?), (?, ?)"
+    );
 }

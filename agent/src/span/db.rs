@@ -8,7 +8,8 @@
 //! Trace context: a client operation is a child of the one request its process is serving
 //! (the linking rule of HTTP/2 calls, `super::links`); server-side operations start traces.
 //!
-//! Privacy: `db.query.text` is the sanitised text (literals become `?`, comments go); the
+//! Privacy: `db.query.text` is the sanitised text (literals become `?`, comments go; the
+//! services named in `[privacy] raw_query_services` keep the text as sent); the
 //! parsers never read passwords (PostgreSQL password messages, MySQL auth data, Redis `AUTH`
 //! arguments).
 
@@ -231,6 +232,7 @@ impl Db {
             cx.stats.db_reported_by_client += 1;
             return;
         }
+        let resource = cx.resource();
         let c = &*cx.conn;
         let req = &c.timing[dir_idx(self.request_dir)];
         let resp = &c.timing[dir_idx(other(self.request_dir))];
@@ -263,9 +265,18 @@ impl Db {
         if let Some(s) = &summary_text {
             push(&mut attrs, "db.query.summary", s.clone());
         }
-        let text = op
-            .text
-            .or_else(|| op.sql.as_deref().map(|q| sql::sanitize(q, dialect)));
+        let raw = resource
+            .service_name()
+            .is_some_and(|svc| cx.config.raw_query_services.iter().any(|s| s == svc));
+        let text = op.text.or_else(|| {
+            op.sql.as_deref().map(|q| {
+                if raw {
+                    q.to_owned()
+                } else {
+                    sql::sanitize(q, dialect)
+                }
+            })
+        });
         if let Some(t) = text {
             push(&mut attrs, "db.query.text", t);
         }
@@ -318,7 +329,6 @@ impl Db {
             cx.links.decide_unopened(None)
         };
         push(&mut attrs, "sonde.trace.link", ids.link.as_str());
-        let resource = cx.resource();
         let span = Span {
             trace_id: ids.trace_id,
             span_id: ids.span_id,
