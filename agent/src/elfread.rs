@@ -561,6 +561,27 @@ mod tests {
     }
 
     #[test]
+    fn a_file_cut_while_it_is_read_is_a_truncation_not_a_crash() {
+        // What a memory map would turn into SIGBUS.
+        let elf = build(&[Sec::new(".data", object::elf::SHT_PROGBITS, vec![1; 2000])]);
+        let path = write("shrinks", &elf);
+        let f = BoundedFile::open(&path, SMALL).unwrap();
+        let h = f.elf64_header().unwrap().expect("an ELF64 file");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(100)
+            .unwrap();
+        assert!(h.sections(LittleEndian, &f).is_err());
+        assert!(
+            matches!(f.refusal(), Some(Refusal::Truncated { len, .. }) if len == elf.len() as u64),
+            "{:?}",
+            f.refusal()
+        );
+    }
+
+    #[test]
     fn reads_over_the_limits_are_refused_and_nothing_is_allocated() {
         let elf = build(&[Sec::new(".big", object::elf::SHT_PROGBITS, vec![1; 8192])]);
         let path = write("big", &elf);
