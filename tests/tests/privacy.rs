@@ -20,7 +20,7 @@ const SECRETS: &[&str] = &[
     "TOPSECRET-QUERY",
     "TOPSECRET-PROXY",
     "TOPSECRET-URLPASS",
-    "TOPSECRET-USERPASS",
+    "TOPSECRET-ENVARG",
     "s3cr3t-",
 ];
 
@@ -77,8 +77,9 @@ fn credentials_and_configured_secrets_never_reach_the_receiver() {
         .args(["-H", "X-Api-Key: TOPSECRET-APIKEY"])
         .args(["-H", "X-Request-Id: s3cr3t-abc123"])
         .args(["-H", "X-Tenant: acme"])
-        // Credentials only on the command line: `user:pass` of an option (no proxy is used).
-        .args(["--proxy-user", "bob:TOPSECRET-USERPASS"])
+        // A secret-named variable, only on the command line (what curl prints after each
+        // transfer, to its stdout).
+        .args(["--write-out", "DB_PASSWORD=TOPSECRET-ENVARG\\n"])
         .arg(format!(
             "{base}/hello?api_key=TOPSECRET-QUERY&token=TOPSECRET-QUERY&page=2"
         ))
@@ -180,7 +181,8 @@ fn credentials_and_configured_secrets_never_reach_the_receiver() {
     assert!(
         cmdline.contains("Authorization: Bearer REDACTED")
             && cmdline.contains("api_key=REDACTED")
-            && cmdline.contains("--proxy-user bob:REDACTED")
+            && cmdline.contains("--write-out DB_PASSWORD=REDACTED")
+            && cmdline.contains(&format!("{base}/hello?api_key=REDACTED"))
             && cmdline.contains(&format!("http://REDACTED@127.0.0.1:{port}/status/201")),
         "{cmdline}"
     );

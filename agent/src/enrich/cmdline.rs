@@ -8,8 +8,10 @@
 //! after `-u`/`--user`, and the short password flags of common clients (`mysql -pSECRET`,
 //! `redis-cli -a SECRET`, `sshpass -p SECRET`, `mongosh -p SECRET`).
 //!
-//! Words are whitespace-separated, so a command inside `sh -c "…"` is covered too; a value
-//! with spaces in it is redacted up to its first space only.
+//! Arguments are taken one by one, and the words inside each (whitespace-separated), so a
+//! command inside `sh -c "…"` is covered too; a value with spaces in it is redacted up to its
+//! first space only. A blank argument is a value its program erased itself (curl blanks
+//! `-u user:pass` in its own argv): it answers the option before it.
 
 use std::sync::OnceLock;
 
@@ -125,31 +127,43 @@ enum Pending {
     UserPass,
 }
 
-/// `line` (arguments joined by spaces) with the credentials in it replaced by `REDACTED`.
-pub fn redact(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut program: Option<&'static (&'static [&'static str], char, bool)> = None;
+type Program = &'static (&'static [&'static str], char, bool);
+
+/// A process's arguments with the credentials in them replaced by `REDACTED`.
+pub fn redact_args<S: AsRef<str>>(args: &[S]) -> Vec<String> {
+    let mut program: Option<Program> = None;
     let mut pending = Pending::None;
-    let mut rest = line;
-    while !rest.is_empty() {
-        let space = rest.len() - rest.trim_start().len();
-        out.push_str(&rest[..space]);
-        rest = &rest[space..];
-        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let (word, after) = rest.split_at(end);
-        rest = after;
-        let (redacted, next) = redact_word(word, pending, &mut program);
-        out.push_str(&redacted);
-        pending = next;
-    }
-    out
+    args.iter()
+        .map(|arg| {
+            let arg = arg.as_ref();
+            if arg.trim().is_empty() {
+                pending = Pending::None;
+                return arg.to_owned();
+            }
+            let mut out = String::with_capacity(arg.len());
+            let mut rest = arg;
+            while !rest.is_empty() {
+                let space = rest.len() - rest.trim_start().len();
+                out.push_str(&rest[..space]);
+                rest = &rest[space..];
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                let (word, after) = rest.split_at(end);
+                rest = after;
+                let (redacted, next) = redact_word(word, pending, &mut program);
+                out.push_str(&redacted);
+                pending = next;
+            }
+            out
+        })
+        .collect()
 }
 
-fn redact_word(
-    word: &str,
-    pending: Pending,
-    program: &mut Option<&'static (&'static [&'static str], char, bool)>,
-) -> (String, Pending) {
+/// `line` (one string of words) with the credentials in it replaced by `REDACTED`.
+pub fn redact(line: &str) -> String {
+    redact_args(&[line]).concat()
+}
+
+fn redact_word(word: &str, pending: Pending, program: &mut Option<Program>) -> (String, Pending) {
     let word = userinfo().replace_all(word, "${scheme}REDACTED@");
     if !word.starts_with('-') {
         match pending {
@@ -209,9 +223,12 @@ fn redact_word(
     (word.into_owned(), Pending::None)
 }
 
+/// `user:password` with the password redacted; anything else (a URL, a bare user) as it is.
 fn user_pass(v: &str) -> String {
     match v.split_once(':') {
-        Some((user, pass)) if !pass.is_empty() => format!("{user}:{REDACTED}"),
+        Some((user, pass)) if !pass.is_empty() && !pass.starts_with("//") => {
+            format!("{user}:{REDACTED}")
+        }
         _ => v.to_owned(),
     }
 }
@@ -310,6 +327,37 @@ mod tests {
         );
         assert_eq!(redact("curl -ualice:S3cret h"), "curl -ualice:REDACTED h");
         same("curl -u alice http://h/");
+        same("curl -u http://h/");
+    }
+
+    #[test]
+    fn arguments_are_taken_one_by_one() {
+        // curl blanks the value of --proxy-user in its own argv (what /proc shows): the blank
+        // argument answers the option, the URL after it is not taken for `user:pass`.
+        assert_eq!(
+            redact_args(&[
+                "curl",
+                "--proxy-user",
+                "            ",
+                "http://h:80/a?x=1",
+                "--token",
+                "t 1",
+                "sh",
+                "-c",
+                "mysql -pS3cret db"
+            ]),
+            [
+                "curl",
+                "--proxy-user",
+                "            ",
+                "http://h:80/a?x=1",
+                "--token",
+                "REDACTED 1",
+                "sh",
+                "-c",
+                "mysql -pREDACTED db"
+            ]
+        );
     }
 
     #[test]

@@ -130,17 +130,16 @@ impl ProcessCache {
                 }
             });
         let command_line = fs::read(dir.join("cmdline")).ok().and_then(|raw| {
-            let s = raw
+            let args = raw
                 .split(|&b| b == 0)
                 .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ");
-            if s.is_empty() {
+                .collect::<Vec<_>>();
+            if args.is_empty() {
                 return None;
             }
             // Before the cut, so that a credential cut in two is still redacted.
-            let mut s = cmdline::redact(&s);
+            let mut s = cmdline::redact_args(&args).join(" ");
             if s.len() > MAX_COMMAND_LINE {
                 let mut cut = MAX_COMMAND_LINE;
                 while !s.is_char_boundary(cut) {
