@@ -145,12 +145,14 @@ impl Refusals {
             true
         });
         if first {
-            let shown = std::fs::read_link(path).unwrap_or_else(|_| path.to_owned());
+            // `/proc/<pid>/exe` names the file through a link; show where it leads too.
+            let shown = match std::fs::read_link(path) {
+                Ok(target) => format!("{} ({})", target.display(), path.display()),
+                Err(_) => path.display().to_string(),
+            };
             tracing::warn!(
-                "refused to inspect ELF file {} ({}): {r}; it is left alone (counted in \
+                "refused to inspect ELF file {shown}: {r}; it is left alone (counted in \
                  sonde_elf_refused_total{{inspector=\"{}\",reason=\"{}\"}})",
-                shown.display(),
-                path.display(),
                 inspector.as_str(),
                 r.reason()
             );
