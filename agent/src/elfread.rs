@@ -151,7 +151,7 @@ impl Refusals {
                 Err(_) => path.display().to_string(),
             };
             tracing::warn!(
-                "refused to inspect ELF file {shown}: {r}; it is left alone (counted in \
+                "refused to inspect ELF file {shown} further: {r} (counted in \
                  sonde_elf_refused_total{{inspector=\"{}\",reason=\"{}\"}})",
                 inspector.as_str(),
                 r.reason()
