@@ -103,8 +103,8 @@ def main():
     sc = c["securityContext"]
     check(sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False, "not privileged by default")
     check(sc["capabilities"]["drop"] == ["ALL"], "drops every capability")
-    minimal = ["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]
-    check(sc["capabilities"]["add"] == minimal, f"the minimal capabilities by default: {sc['capabilities']}")
+    standard = ["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]
+    check(sc["capabilities"]["add"] == standard, f"the standard capabilities by default: {sc['capabilities']}")
     check("SYS_RESOURCE" not in sc["capabilities"]["add"], "no SYS_RESOURCE by default (kernels 5.11+ do not charge RLIMIT_MEMLOCK)")
     env = env_of(c)
     check(env["SONDE_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName", "node name from the downward API")
@@ -131,7 +131,7 @@ def main():
     check(not any(k == "Service" for k, _ in d), "no Service by default")
     notes = m.get("sonde/templates/NOTES.txt", "")
     check("sonde.dev/tracing=disabled" in notes and "/targets" in notes, "NOTES say how to opt out and see targets")
-    check("Capabilities (minimal): " + ", ".join(minimal) in notes, f"NOTES name the capabilities: {notes}")
+    check("Capabilities (standard): " + ", ".join(standard) in notes, f"NOTES name the capabilities: {notes}")
     check("capabilityMode=legacy" in notes and "every namespace" in notes, "NOTES: the legacy switch and the cluster-wide pod read")
 
     # The capability switch: legacy for older kernels and runtimes, custom for an explicit list.
@@ -139,6 +139,12 @@ def main():
         m = chart.render(values, name="sonde", namespace="sonde")
         c = docs(m)[("DaemonSet", "sonde")]["spec"]["template"]["spec"]["containers"][0]
         return c["securityContext"], m
+    sc, m = caps({"securityContext": {"capabilityMode": "minimal"}})
+    validate("minimal", m)
+    check(
+        sc["capabilities"]["add"] == ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"],
+        f"minimal: standard without SYS_ADMIN: {sc['capabilities']}",
+    )
     sc, m = caps({"securityContext": {"capabilityMode": "legacy"}})
     validate("legacy", m)
     check(sc["capabilities"]["drop"] == ["ALL"] and sc["privileged"] is False, "legacy: still drops ALL, not privileged")
@@ -159,7 +165,7 @@ def main():
         check("cannot scope" in text, f"{name} says RBAC cannot scope pod reads to a node")
     with open(os.path.join(CHART, "values.yaml")) as fh:
         text = fh.read()
-    for cap in minimal + ["SYS_RESOURCE"]:
+    for cap in standard + ["SYS_RESOURCE"]:
         check(f"#   {cap} " in text, f"values.yaml says why {cap} is needed")
 
     # Non-default values.
