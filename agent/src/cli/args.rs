@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz (default 127.0.0.1:9464; "" for none).
     #[arg(long, value_name = "ADDR", env = "SONDE_METRICS_ADDRESS")]
     pub metrics_address: Option<String>,
+    /// Serve /targets (this node's pod list) to other hosts, not only to loopback peers.
+    #[arg(long, env = "SONDE_TARGETS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+    pub targets_public: bool,
     /// OTLP collector base URL (like OTEL_EXPORTER_OTLP_ENDPOINT).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
