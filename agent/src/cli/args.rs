@@ -102,9 +102,10 @@ pub struct ReplayArgs {
     /// Which ends of each TCP connection to report: client spans, server spans, or both.
     #[arg(long, value_enum, default_value = "both")]
     pub side: ReplaySide,
-    /// console or jsonl.
-    #[arg(long, value_enum, default_value = "console")]
-    pub output: OutputFormat,
+    /// Where spans go: console, jsonl or otlp. Default: otlp when an OTLP endpoint is configured
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT` or `..._TRACES_ENDPOINT`), else console, as for `run`.
+    #[arg(long, value_enum)]
+    pub output: Option<OutputFormat>,
     /// Console output: print whole trace and span ids.
     #[arg(long)]
     pub full_ids: bool,
