@@ -290,6 +290,11 @@ fn count_http_desync() {
 /// verifier: callers keep `off < MAX_CAPTURE` and `n <= MAX_CAPTURE - off`.
 #[inline(always)]
 pub(crate) fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> bool {
+    // Both hidden from LLVM, which drops the mask and the clamp below when the caller's
+    // bounds imply them; the 6.1 verifier cannot follow those (it bounds a register only by a
+    // comparison with a constant) and rejected the copy (`cargo xtask vm-test --kernel 6.1`).
+    // SAFETY: reads of locals.
+    let (off, n) = unsafe { (core::ptr::read_volatile(&off), core::ptr::read_volatile(&n)) };
     let off = off & (MAX_CAPTURE as u64 - 1);
     let n = if n > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64
@@ -396,6 +401,10 @@ fn data_exit(ctx: &TracePointContext, op: Syscall) {
         (*buf).event.captured_len = captured as u32;
         core::ptr::read_volatile(&(*buf).event.captured_len) as u64
     };
+    // The mask bounds the register itself: LLVM makes the clamp below a store of either value
+    // to a stack slot, which the 6.1 verifier refills without the clamp's bound (a too-large
+    // value cannot occur: the mask never changes it).
+    let captured = captured & (2 * MAX_CAPTURE as u64 - 1);
     let captured = if captured > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64
     } else {
