@@ -229,6 +229,9 @@ pub struct Probes {
     pub load_time: Duration,
     /// Whether injection is on (asked for, and the sock_ops and sk_msg programs attached).
     pub inject: bool,
+    /// Why injection uses the sock_ops program without the process filter
+    /// (`programs::SOCK_OPS_ALL`): the kernel refused the filtering one.
+    pub inject_unfiltered: Option<String>,
     /// Whether the TLS uprobe programs are loaded (attached per file by `crate::tls`).
     pub tls: bool,
 }
@@ -299,6 +302,7 @@ impl Probes {
             offsets,
             load_time: Duration::ZERO,
             inject: false,
+            inject_unfiltered: None,
             tls: false,
         };
 
@@ -439,7 +443,45 @@ impl Probes {
             path: root.display().to_string(),
             source,
         })?;
-        let name = programs::SOCK_OPS;
+        let mut name = programs::SOCK_OPS;
+        if let Err(e) = self.load_sock_ops(name) {
+            // Older kernels (6.1) refuse `bpf_get_current_pid_tgid` in sock_ops: fall back to
+            // the program without the process filter.
+            let why = match &e {
+                ProbeError::ProgramLoad { source, .. } => verifier_last_line(source.as_ref()),
+                e => e.to_string(),
+            };
+            tracing::warn!(
+                "{name} refused ({why}); using {} (every new outgoing connection passes the \
+                 sk_msg program; only traced processes' requests change)",
+                programs::SOCK_OPS_ALL
+            );
+            name = programs::SOCK_OPS_ALL;
+            self.load_sock_ops(name)?;
+            self.inject_unfiltered = Some(why);
+        }
+        let ops: &mut SockOps = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(ProbeError::MissingProgram { name })?
+            .try_into()
+            .map_err(|e| ProbeError::ProgramLoad {
+                name,
+                source: Box::new(e),
+            })?;
+        // aya attaches through a BPF link, which the kernel always adds alongside other
+        // programs (links are multi by nature): `Single` replaces nobody's program here,
+        // whereas `AllowMultiple` makes aya pass a flag that link_create refuses (EINVAL).
+        ops.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|e| ProbeError::ProgramLoad {
+                name,
+                source: Box::new(e),
+            })?;
+        self.socks = Some(socks);
+        Ok(())
+    }
+
+    fn load_sock_ops(&mut self, name: &'static str) -> Result<(), ProbeError> {
         let ops: &mut SockOps = self
             .ebpf
             .program_mut(name)
@@ -452,17 +494,7 @@ impl Probes {
         ops.load().map_err(|e| ProbeError::ProgramLoad {
             name,
             source: Box::new(e),
-        })?;
-        // aya attaches through a BPF link, which the kernel always adds alongside other
-        // programs (links are multi by nature): `Single` replaces nobody's program here,
-        // whereas `AllowMultiple` makes aya pass a flag that link_create refuses (EINVAL).
-        ops.attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|e| ProbeError::ProgramLoad {
-                name,
-                source: Box::new(e),
-            })?;
-        self.socks = Some(socks);
-        Ok(())
+        })
     }
 
     /// The event ring buffer; can be taken once (by the `events` module).
@@ -630,4 +662,21 @@ fn raise_memlock_limit() {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// The verifier's last words (its log ends with the reason and statistics), or the error.
+fn verifier_last_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+                && !l.starts_with("processed ")
+                && !l.starts_with(';')
+        })
+        .unwrap_or(&text)
+        .to_owned()
 }
