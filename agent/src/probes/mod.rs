@@ -680,3 +680,25 @@ fn verifier_last_line(e: &(dyn std::error::Error + 'static)) -> String {
         .unwrap_or(&text)
         .to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verifiers_reason_is_its_last_words_before_the_statistics() {
+        // The end of 6.1's log for inject_sock_ops, as aya's LoadError prints it.
+        let e = std::io::Error::other(
+            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier \
+             output: 0: R1=ctx(off=0,imm=0) R10=fp0\n\
+             6: (85) call bpf_get_current_pid_tgid#14\n\
+             unknown func bpf_get_current_pid_tgid#14\n\
+             verification time 1356 usec\nstack depth 0\n\
+             processed 7 insns (limit 1000000) max_states_per_insn 0\n",
+        );
+        assert_eq!(
+            verifier_last_line(&e),
+            "unknown func bpf_get_current_pid_tgid#14"
+        );
+    }
+}
