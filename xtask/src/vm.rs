@@ -5,8 +5,8 @@
 //!
 //! The VMs have no network device (loopback only), 512 MiB and one CPU, and boot an
 //! uncompressed initramfs of busybox-static, `sonde`, `sonde-vm-peer` and the script as
-//! `/init`. QEMU runs under TCG: nested KVM hangs at boot on our machines (DESIGN.md), so it is
-//! not tried. Kernels come from Debian's archive with `apt-get download` and are never
+//! `/init`. QEMU runs under TCG: nested KVM does not boot on our machines (DESIGN.md: a hang;
+//! measured again: "KVM internal error. Suberror: 1 ... emulation failure"), so it is not tried. Kernels come from Debian's archive with `apt-get download` and are never
 //! installed; their `vmlinuz` is cached under `target/vm/`.
 
 use std::{
