@@ -358,6 +358,26 @@ pub fn run() -> Report {
                     ),
                     None,
                 ));
+                if p.inject {
+                    checks.push(match &p.inject_unfiltered {
+                        None => check(
+                            "injection programs",
+                            Status::Ok,
+                            "sock_ops (traced processes' connections) and sk_msg attached",
+                            None,
+                        ),
+                        Some(why) => check(
+                            "injection programs",
+                            Status::Ok,
+                            format!(
+                                "this kernel's sock_ops programs cannot tell the process \
+                                 ({why}): every new outgoing TCP connection passes the sk_msg \
+                                 program, which still changes only traced processes' requests"
+                            ),
+                            None,
+                        ),
+                    });
+                }
                 checks.push(if p.tls {
                     check(
                         "TLS programs",

@@ -42,6 +42,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     // the C parts of ring for the static (musl) agent binary of the image
     "musl-tools",
+    // the kernel matrix (`cargo xtask vm-test`): QEMU, and cpio for the initramfs
+    "qemu-system-x86",
+    "cpio",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
