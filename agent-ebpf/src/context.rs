@@ -393,14 +393,21 @@ pub fn parse_traceparent(buf: &mut DataBuf, from: u32, len: u32) -> bool {
 #[inline(always)]
 fn random_u32() -> u32 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_get_prandom_u32() }
+    let r = unsafe { bpf_get_prandom_u32() };
+    // Through a 32-bit stack slot: LLVM takes the helper's upper 32 bits as zero, but the 6.1
+    // verifier does not, and `HEX[(b >> 4) as usize]` on a byte of it was rejected as an
+    // unbounded access (`cargo xtask vm-test --kernel 6.1`).
+    // SAFETY: a read of a local.
+    unsafe { core::ptr::read_volatile(&r) }
 }
 
+/// Random bytes in little-endian order: `to_be_bytes` compiles to a byte swap, after which
+/// the 6.1 verifier no longer knows the value fits in 32 bits (same rejection as above).
 #[inline(always)]
 pub(crate) fn random_span_id() -> [u8; 8] {
-    let a = random_u32().to_be_bytes();
-    // Never all zero (invalid in W3C Trace Context): the low half is at least 1.
-    let b = (random_u32() | 1).to_be_bytes();
+    let a = random_u32().to_le_bytes();
+    // Never all zero (invalid in W3C Trace Context): the second half is at least 1.
+    let b = (random_u32() | 1).to_le_bytes();
     [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
 }
 

@@ -51,6 +51,22 @@ pub fn inject_sock_ops(ctx: SockOpsContext) -> u32 {
     0
 }
 
+/// The same without the process filter, for kernels whose sock_ops programs cannot call
+/// `bpf_get_current_pid_tgid` (the 6.1 verifier: "unknown func"); the agent loads it when
+/// `inject_sock_ops` is refused. Every new outgoing connection then goes into `SOCKS`, and
+/// every send on one passes the sk_msg program, which still changes only sends for which a
+/// traced process's syscall left a plan.
+#[sock_ops]
+pub fn inject_sock_ops_all(ctx: SockOpsContext) -> u32 {
+    if ctx.op() == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        // SAFETY: the context pointer is the program's own argument.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+        // SAFETY: `ops` is valid for the duration of the program.
+        let _ = SOCKS.update(cookie, unsafe { &mut *ctx.ops }, BPF_ANY as u64);
+    }
+    0
+}
+
 #[sk_msg]
 pub fn inject_sk_msg(ctx: SkMsgContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

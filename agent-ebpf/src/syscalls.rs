@@ -374,6 +374,10 @@ fn data_exit(ctx: &TracePointContext, op: Syscall) {
         (*buf).event.captured_len = captured as u32;
         core::ptr::read_volatile(&(*buf).event.captured_len) as u64
     };
+    // The mask bounds the register itself: LLVM makes the clamp below a store of either value
+    // to a stack slot, which the 6.1 verifier refills without the clamp's bound (a too-large
+    // value cannot occur: the mask never changes it).
+    let captured = captured & (2 * MAX_CAPTURE as u64 - 1);
     let captured = if captured > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64
     } else {

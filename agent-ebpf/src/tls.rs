@@ -172,6 +172,10 @@ fn emit_plain(pid_tgid: u64, enter_ns: u64, fd: u32, op: u8, buf: u64, len: u64)
         (*sbuf).event.captured_len = captured as u32;
         core::ptr::read_volatile(&(*sbuf).event.captured_len) as u64
     };
+    // The mask bounds the register itself: LLVM makes the clamp below a store of either value
+    // to a stack slot, which the 6.1 verifier refills without the clamp's bound (a too-large
+    // value cannot occur: the mask never changes it).
+    let captured = captured & (2 * MAX_CAPTURE as u64 - 1);
     let captured = if captured > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64
     } else {

@@ -112,6 +112,11 @@ pub fn emit_data(buf: *const DataBuf, captured: u64, transferred: u64) -> bool {
 /// verifier: callers keep `off < MAX_CAPTURE` and `n <= MAX_CAPTURE - off`.
 #[inline(always)]
 pub fn copy_user(payload: *mut u8, off: u64, src: u64, n: u64) -> bool {
+    // Both hidden from LLVM, which drops the mask and the clamp below when the caller's
+    // bounds imply them; the 6.1 verifier cannot follow those (it bounds a register only by a
+    // comparison with a constant) and rejected the copy (`cargo xtask vm-test --kernel 6.1`).
+    // SAFETY: reads of locals.
+    let (off, n) = unsafe { (core::ptr::read_volatile(&off), core::ptr::read_volatile(&n)) };
     let off = off & (MAX_CAPTURE as u64 - 1);
     let n = if n > MAX_CAPTURE as u64 {
         MAX_CAPTURE as u64

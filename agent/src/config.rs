@@ -196,6 +196,9 @@ pub struct MetricsSection {
     /// Listen address of `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:9464`;
     /// an empty string turns the endpoint off.
     pub address: Option<String>,
+    /// Serve `/targets` (this node's pods, Kubernetes mode) to other hosts too. Default false:
+    /// loopback peers only.
+    pub targets_public: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -121,6 +121,10 @@ fn cap_eff() -> u64 {
         .unwrap_or(0)
 }
 
+/// What to grant when the agent lacks privileges (docs/capabilities.md says why each).
+const PRIVILEGES_HINT: &str = "run as root, or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN \
+     (injection), CAP_SYS_ADMIN (TLS uprobes), CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (other \
+     users' /proc entries); CAP_SYS_RESOURCE too on kernels before 5.11";
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
@@ -173,26 +177,28 @@ pub fn run() -> Report {
     let has = |c: u32| caps & (1 << c) != 0;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    checks.push(if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        check(
-            "privileges",
-            Status::Ok,
-            format!(
-                "euid {euid}; CAP_BPF={} CAP_PERFMON={} CAP_SYS_ADMIN={}",
-                has(CAP_BPF),
-                has(CAP_PERFMON),
-                has(CAP_SYS_ADMIN)
-            ),
-            None,
-        )
-    } else {
-        check(
-            "privileges",
-            Status::Fail,
-            format!("euid {euid} without CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)"),
-            Some("run as root, or grant CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_SYS_RESOURCE"),
-        )
-    });
+    checks.push(
+        if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+            check(
+                "privileges",
+                Status::Ok,
+                format!(
+                    "euid {euid}; CAP_BPF={} CAP_PERFMON={} CAP_SYS_ADMIN={}",
+                    has(CAP_BPF),
+                    has(CAP_PERFMON),
+                    has(CAP_SYS_ADMIN)
+                ),
+                None,
+            )
+        } else {
+            check(
+                "privileges",
+                Status::Fail,
+                format!("euid {euid} without CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN)"),
+                Some(PRIVILEGES_HINT),
+            )
+        },
+    );
 
     let btf_ok = match KernelBtf::open(Path::new(VMLINUX_BTF)) {
         Ok(_) => {
@@ -352,6 +358,26 @@ pub fn run() -> Report {
                     ),
                     None,
                 ));
+                if p.inject {
+                    checks.push(match &p.inject_unfiltered {
+                        None => check(
+                            "injection programs",
+                            Status::Ok,
+                            "sock_ops (traced processes' connections) and sk_msg attached",
+                            None,
+                        ),
+                        Some(why) => check(
+                            "injection programs",
+                            Status::Ok,
+                            format!(
+                                "this kernel's sock_ops programs cannot tell the process \
+                                 ({why}): every new outgoing TCP connection passes the sk_msg \
+                                 program, which still changes only traced processes' requests"
+                            ),
+                            None,
+                        ),
+                    });
+                }
                 checks.push(if p.tls {
                     check(
                         "TLS programs",

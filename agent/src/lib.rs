@@ -13,6 +13,7 @@ pub mod conn;
 pub mod context;
 pub mod debug_view;
 pub mod doctor;
+pub mod elfread;
 pub mod enrich;
 pub mod events;
 pub mod k8s;

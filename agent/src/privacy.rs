@@ -47,6 +47,10 @@ pub struct PrivacySection {
     /// `prefix*` for a prefix. Default none.
     #[serde(default)]
     pub drop_routes: Vec<String>,
+    /// Services (`service.name`) whose database spans carry the query text as sent, literals
+    /// included, in `db.query.text`. Default none: literals are replaced by `?` everywhere.
+    #[serde(default)]
+    pub raw_query_services: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -100,6 +104,8 @@ pub fn redact_command_line(s: &str) -> String {
 pub struct Policy {
     pub request_headers: Vec<String>,
     pub response_headers: Vec<String>,
+    /// See [`PrivacySection::raw_query_services`].
+    pub raw_query_services: Vec<String>,
     deny: Vec<String>,
     redact: Vec<(Regex, String)>,
     drop_routes: Vec<String>,
@@ -138,6 +144,7 @@ impl Policy {
         Ok(Self {
             request_headers: check("capture_request_headers", &s.capture_request_headers)?,
             response_headers: check("capture_response_headers", &s.capture_response_headers)?,
+            raw_query_services: s.raw_query_services.clone(),
             deny: s.deny_attributes.clone(),
             redact: s
                 .redact

@@ -250,6 +250,13 @@ impl Telemetry {
         .sample(&[("event", "attached")], t.files_attached as f64)
         .sample(&[("event", "detached")], t.files_detached as f64)
         .sample(&[("event", "attach_failed")], t.attach_failures as f64);
+        let mut f = w.counter(
+            "sonde_elf_refused_total",
+            "ELF files (traced executables, TLS libraries) not inspected because they exceed the agent's limits, by inspector and reason; each file is logged once at warn with its path.",
+        );
+        for (inspector, reason, n) in crate::elfread::REFUSALS.samples() {
+            f = f.sample(&[("inspector", inspector), ("reason", reason)], n as f64);
+        }
         w.counter(
             "sonde_tls_users_swept_total",
             "Processes dropped from attached TLS files because they were gone without an exit seen.",
@@ -295,6 +302,11 @@ impl Telemetry {
             "Connections that switched from HTTP/1.1 to HTTP/2 with Upgrade: h2c.",
         )
         .sample(&[], s.spans.h2c_upgrades as f64);
+        w.counter(
+            "sonde_db_reported_by_client_total",
+            "Database operations seen at a traced server whose traced client reported them (one span per operation).",
+        )
+        .sample(&[], s.spans.db_reported_by_client as f64);
         w.gauge(
             "sonde_trace_open_requests",
             "Server requests in progress that outgoing HTTP/2 calls of the same process may be linked to.",
@@ -379,6 +391,7 @@ impl Telemetry {
                 "trace_links": s.spans.trace_links,
                 "h2_unrecovered_fields": s.spans.h2_unrecovered_fields,
                 "h2c_upgrades": s.spans.h2c_upgrades,
+                "db_reported_by_client": s.spans.db_reported_by_client,
                 "trace_context_dropped": s.spans.links_dropped,
                 "injections": s.spans.injections,
             },
@@ -386,5 +399,42 @@ impl Telemetry {
             "programs": s.programs.iter().map(|(n, t, c)| json!({"name": n, "run_time_ns": t.as_nanos() as u64, "run_count": c})).collect::<Vec<_>>(),
             "process": {"cpu_seconds": cpu, "rss_bytes": rss},
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elfread::{
+        BoundedFile, Inspector, Limits, REFUSALS, Refusal,
+        testelf::{Sec, build, write},
+    };
+
+    #[test]
+    fn elf_refusals_are_on_metrics() {
+        let elf = build(&[Sec::new(".data", object::elf::SHT_PROGBITS, vec![0; 64])]);
+        let path = write("telemetry-truncated", &elf[..100]);
+        let file = BoundedFile::open(&path, Limits::DEFAULT).unwrap();
+        let r = Refusal::Truncated {
+            offset: 200,
+            size: 192,
+            len: 100,
+        };
+        REFUSALS.record(Inspector::Runtime, &file, &path, r);
+        let body = Telemetry::new().render_prometheus();
+        let line = body
+            .lines()
+            .find(|l| {
+                l.starts_with("sonde_elf_refused_total{")
+                    && l.contains("inspector=\"runtime\"")
+                    && l.contains("reason=\"truncated\"")
+            })
+            .unwrap_or_else(|| panic!("no runtime/truncated sample in:\n{body}"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value >= 1.0, "{line}");
+        assert!(
+            body.contains("# TYPE sonde_elf_refused_total counter"),
+            "{body}"
+        );
     }
 }

@@ -1,8 +1,10 @@
-"""An OTLP/gRPC trace receiver that only counts: spans received per service.name, written as
-JSON to a file (atomically) after every export request. Built on the official
-opentelemetry-proto package and grpcio.
+"""An OTLP/gRPC trace receiver that only counts: spans received in all and per service.name,
+and with --ids the distinct span ids (trace id + span id) among them, written as JSON to a file
+(atomically) after every export request: {"spans", "unique_span_ids", "by_service"}. Built on
+the official opentelemetry-proto package and grpcio.
 
-Usage: count_sink.py PORT COUNTS_FILE
+Usage: count_sink.py PORT COUNTS_FILE [--ids]
+(--ids keeps every id in memory: for the smoke run's few thousand spans, not for long runs.)
 """
 import json
 import os
@@ -14,6 +16,8 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 counts = {}
+total = 0
+ids = None
 lock = threading.Lock()
 
 
@@ -22,6 +26,7 @@ class Service(trace_service_pb2_grpc.TraceServiceServicer):
         self.path = path
 
     def Export(self, request, context):
+        global total
         with lock:
             for rs in request.resource_spans:
                 name = "unknown"
@@ -30,17 +35,32 @@ class Service(trace_service_pb2_grpc.TraceServiceServicer):
                         name = kv.value.string_value
                 n = sum(len(ss.spans) for ss in rs.scope_spans)
                 counts[name] = counts.get(name, 0) + n
+                total += n
+                if ids is not None:
+                    for ss in rs.scope_spans:
+                        ids.update(sp.trace_id + sp.span_id for sp in ss.spans)
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
-                json.dump(counts, f)
+                json.dump(state(), f)
             os.replace(tmp, self.path)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+def state():
+    return {
+        "spans": total,
+        "unique_span_ids": None if ids is None else len(ids),
+        "by_service": counts,
+    }
+
+
 def main():
+    global ids
     port, path = int(sys.argv[1]), sys.argv[2]
+    if "--ids" in sys.argv[3:]:
+        ids = set()
     with open(path, "w") as f:
-        json.dump({}, f)
+        json.dump(state(), f)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],

@@ -54,6 +54,9 @@ pub struct MetricsState {
     /// Renders `/targets` (JSON: which pods are traced and why) in Kubernetes mode; without
     /// it `/targets` is 404.
     pub targets: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// `/targets` (the node's pod list) answers scrapers from other hosts too; by default it
+    /// answers loopback peers only (`sonde targets`, `kubectl exec`).
+    pub targets_public: bool,
 }
 
 /// A running server; stops when [`MetricsServer::shutdown`] is called or it is dropped.
@@ -80,7 +83,7 @@ impl MetricsServer {
                     conn = listener.accept() => conn,
                     _ = stopped.changed() => return,
                 };
-                let Ok((stream, _)) = conn else {
+                let Ok((stream, peer)) = conn else {
                     // Per-connection accept errors (e.g. EMFILE): back off briefly.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -90,7 +93,7 @@ impl MetricsServer {
                 };
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let _ = serve(stream, &state).await;
+                    let _ = serve(stream, peer, &state).await;
                     drop(permit);
                 });
             }
@@ -148,7 +151,13 @@ fn wants_openmetrics(head: &str) -> bool {
         })
 }
 
-fn route(method: &str, target: &str, state: &MetricsState, openmetrics: bool) -> Response {
+fn route(
+    method: &str,
+    target: &str,
+    state: &MetricsState,
+    openmetrics: bool,
+    peer: SocketAddr,
+) -> Response {
     let path = target.split('?').next().unwrap_or(target);
     let text = |status, body: &str| Response {
         status,
@@ -161,6 +170,14 @@ fn route(method: &str, target: &str, state: &MetricsState, openmetrics: bool) ->
         return text(
             "404 Not Found",
             "not found: try /metrics, /healthz or /readyz\n",
+        );
+    }
+    if targets && !state.targets_public && !peer.ip().to_canonical().is_loopback() {
+        return text(
+            "403 Forbidden",
+            "/targets lists this node's pods and answers loopback only: ask from the node \
+             (`sonde targets`, `kubectl exec`), or set [metrics] targets_public = true \
+             (--targets-public)\n",
         );
     }
     if method != "GET" && method != "HEAD" {
@@ -195,7 +212,11 @@ fn route(method: &str, target: &str, state: &MetricsState, openmetrics: bool) ->
     }
 }
 
-async fn serve(mut stream: TcpStream, state: &MetricsState) -> std::io::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    state: &MetricsState,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let complete = tokio::time::timeout(READ_TIMEOUT, async {
         let mut buf = [0u8; 1024];
@@ -222,7 +243,7 @@ async fn serve(mut stream: TcpStream, state: &MetricsState) -> std::io::Result<(
             let om = wants_openmetrics(&text);
             match (parts.next(), parts.next()) {
                 (Some(method), Some(target)) => {
-                    (route(method, target, state, om), method == "HEAD")
+                    (route(method, target, state, om, peer), method == "HEAD")
                 }
                 _ => (bad_request(), false),
             }
@@ -264,6 +285,44 @@ fn bad_request() -> Response {
 mod tests {
     use super::*;
 
+    #[test]
+    fn targets_answer_loopback_peers_unless_made_public() {
+        let state = |public| MetricsState {
+            render: Arc::new(String::new),
+            render_openmetrics: None,
+            ready: Arc::new(AtomicBool::new(true)),
+            targets: Some(Arc::new(|| "{\"pods\":[]}".to_owned())),
+            targets_public: public,
+        };
+        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
+        for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            let r = route(
+                "GET",
+                "/targets",
+                &state(false),
+                false,
+                peer.parse().unwrap(),
+            );
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                ("200 OK", "{\"pods\":[]}"),
+                "{peer}"
+            );
+        }
+        let r = route("GET", "/targets", &state(false), false, remote);
+        assert_eq!(r.status, "403 Forbidden");
+        assert!(r.body.contains("targets_public"), "{}", r.body);
+        assert_eq!(
+            route("GET", "/targets", &state(true), false, remote).status,
+            "200 OK"
+        );
+        // /metrics is for every scraper.
+        assert_eq!(
+            route("GET", "/metrics", &state(false), false, remote).status,
+            "200 OK"
+        );
+    }
+
     async fn get(addr: SocketAddr, request: &str) -> String {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(request.as_bytes()).await.unwrap();
@@ -287,6 +346,7 @@ mod tests {
                 render_openmetrics: Some(Arc::new(|| "# EOF\n".to_owned())),
                 ready: Arc::clone(&ready),
                 targets: Some(Arc::new(|| "{\"pods\":[]}".to_owned())),
+                targets_public: false,
             },
         )
         .await

@@ -90,6 +90,9 @@ pub const fn go_cookie(conn_data: u8, tcpconn_fd: u8, netfd_sysfd: u8) -> u64 {
 pub mod programs {
     /// sock_ops at the cgroup v2 root: puts connections of traced processes in `SOCKS`.
     pub const SOCK_OPS: &str = "inject_sock_ops";
+    /// sock_ops for kernels whose sock_ops programs cannot call `bpf_get_current_pid_tgid`
+    /// (Linux 6.1): puts every new outgoing connection in `SOCKS`.
+    pub const SOCK_OPS_ALL: &str = "inject_sock_ops_all";
     /// sk_msg on `SOCKS`: splices `traceparent` into outgoing HTTP/1 requests.
     pub const SK_MSG: &str = "inject_sk_msg";
     /// Tail-called at a request start on a server connection (index 0 of `TAIL`).

@@ -103,10 +103,9 @@ def main():
     sc = c["securityContext"]
     check(sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False, "not privileged by default")
     check(sc["capabilities"]["drop"] == ["ALL"], "drops every capability")
-    check(
-        sc["capabilities"]["add"] == ["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"],
-        f"the explicit capabilities: {sc['capabilities']}",
-    )
+    standard = ["BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]
+    check(sc["capabilities"]["add"] == standard, f"the standard capabilities by default: {sc['capabilities']}")
+    check("SYS_RESOURCE" not in sc["capabilities"]["add"], "no SYS_RESOURCE by default (kernels 5.11+ do not charge RLIMIT_MEMLOCK)")
     env = env_of(c)
     check(env["SONDE_NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName", "node name from the downward API")
     check(env["SONDE_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", "own namespace")
@@ -132,6 +131,42 @@ def main():
     check(not any(k == "Service" for k, _ in d), "no Service by default")
     notes = m.get("sonde/templates/NOTES.txt", "")
     check("sonde.dev/tracing=disabled" in notes and "/targets" in notes, "NOTES say how to opt out and see targets")
+    check("Capabilities (standard): " + ", ".join(standard) in notes, f"NOTES name the capabilities: {notes}")
+    check("capabilityMode=legacy" in notes and "every namespace" in notes, "NOTES: the legacy switch and the cluster-wide pod read")
+
+    # The capability switch: legacy for older kernels and runtimes, custom for an explicit list.
+    def caps(values):
+        m = chart.render(values, name="sonde", namespace="sonde")
+        c = docs(m)[("DaemonSet", "sonde")]["spec"]["template"]["spec"]["containers"][0]
+        return c["securityContext"], m
+    sc, m = caps({"securityContext": {"capabilityMode": "minimal"}})
+    validate("minimal", m)
+    check(
+        sc["capabilities"]["add"] == ["BPF", "PERFMON", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"],
+        f"minimal: standard without SYS_ADMIN: {sc['capabilities']}",
+    )
+    sc, m = caps({"securityContext": {"capabilityMode": "legacy"}})
+    validate("legacy", m)
+    check(sc["capabilities"]["drop"] == ["ALL"] and sc["privileged"] is False, "legacy: still drops ALL, not privileged")
+    check(
+        sc["capabilities"]["add"] == ["SYS_ADMIN", "NET_ADMIN", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"],
+        f"legacy: SYS_ADMIN instead of BPF/PERFMON, SYS_RESOURCE for RLIMIT_MEMLOCK: {sc['capabilities']}",
+    )
+    sc, _ = caps({"securityContext": {"capabilityMode": "custom", "capabilities": ["BPF", "PERFMON", "NET_ADMIN"]}})
+    check(sc["capabilities"]["add"] == ["BPF", "PERFMON", "NET_ADMIN"], f"custom: exactly the list: {sc['capabilities']}")
+    try:
+        caps({"securityContext": {"capabilityMode": "custom"}})
+        check(False, "custom without a list is refused")
+    except helm.HelmError as e:
+        check("needs securityContext.capabilities" in str(e), f"custom without a list is refused, saying what to do: {e}")
+    for name in ("values.yaml", "templates/clusterrole.yaml"):
+        with open(os.path.join(CHART, name)) as fh:
+            text = fh.read()
+        check("cannot scope" in text, f"{name} says RBAC cannot scope pod reads to a node")
+    with open(os.path.join(CHART, "values.yaml")) as fh:
+        text = fh.read()
+    for cap in standard + ["SYS_RESOURCE"]:
+        check(f"#   {cap} " in text, f"values.yaml says why {cap} is needed")
 
     # Non-default values.
     m = chart.render(nondefault, name="tracer", namespace="observability", is_install=True)
@@ -175,6 +210,7 @@ def main():
         ({"otlp": {"endpoint": "collector:4317"}}, "endpoint"),
         ({"securityContext": {"capabilities": ["ALL"]}}, "capabilities"),
         ({"securityContext": {"privileged": "yes"}}, "privileged"),
+        ({"securityContext": {"capabilityMode": "maximal"}}, "capabilityMode"),
         ({"metrics": {"port": 0}}, "port"),
         ({"cgroupRoot": "sys/fs/cgroup"}, "cgroupRoot"),
         ({"tracingg": {}}, "tracingg"),

@@ -1155,24 +1155,32 @@ fn as_docker(mut pod: Value) -> Value {
     pod
 }
 
-/// The capabilities the chart gives the agent (`securityContext.capabilities` in values.yaml).
+/// The capabilities the chart gives the agent by default: the `securityContext.capabilityMode`
+/// of values.yaml, and that mode's list in `templates/_helpers.tpl` (`sonde.capabilities`).
 fn chart_capabilities() -> Vec<String> {
-    let values =
-        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/sonde/values.yaml"))
-            .unwrap();
-    let mut caps = Vec::new();
-    let mut inside = false;
-    for line in values.lines() {
-        if line.starts_with("  capabilities:") {
-            inside = true;
-        } else if inside {
-            match line.trim_start().strip_prefix("- ") {
-                Some(c) => caps.push(c.split_whitespace().next().unwrap().to_owned()),
-                None => break,
-            }
-        }
-    }
-    assert!(caps.len() >= 4, "capabilities in values.yaml: {caps:?}");
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/sonde");
+    let values = fs::read_to_string(chart.join("values.yaml")).unwrap();
+    let mode = values
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("capabilityMode:"))
+        .map(|m| m.trim().to_owned())
+        .expect("securityContext.capabilityMode in values.yaml");
+    let helpers = fs::read_to_string(chart.join("templates/_helpers.tpl")).unwrap();
+    let mut lines = helpers.lines();
+    lines
+        .find(|l| l.contains(&format!("eq $mode \"{mode}\"")))
+        .unwrap_or_else(|| panic!("capabilityMode {mode} in _helpers.tpl"));
+    let list = lines.next().expect("the mode's list");
+    let caps: Vec<String> = list
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        caps.len() >= 4,
+        "capabilities of mode {mode}: {caps:?} from {list}"
+    );
     caps
 }
 
@@ -1283,6 +1291,7 @@ fn fake_apiserver_agent_image_runs_in_docker_with_the_charts_capabilities() {
         .unwrap();
     for c in chart_capabilities() {
         let bit = match c.as_str() {
+            "DAC_READ_SEARCH" => 2,
             "NET_ADMIN" => 12,
             "SYS_PTRACE" => 19,
             "SYS_ADMIN" => 21,

@@ -19,6 +19,8 @@ const SECRETS: &[&str] = &[
     "TOPSECRET-APIKEY",
     "TOPSECRET-QUERY",
     "TOPSECRET-PROXY",
+    "TOPSECRET-URLPASS",
+    "TOPSECRET-ENVARG",
     "s3cr3t-",
 ];
 
@@ -75,10 +77,16 @@ fn credentials_and_configured_secrets_never_reach_the_receiver() {
         .args(["-H", "X-Api-Key: TOPSECRET-APIKEY"])
         .args(["-H", "X-Request-Id: s3cr3t-abc123"])
         .args(["-H", "X-Tenant: acme"])
+        // A secret-named variable, only on the command line (what curl prints after each
+        // transfer, to its stdout).
+        .args(["--write-out", "DB_PASSWORD=TOPSECRET-ENVARG\\n"])
         .arg(format!(
             "{base}/hello?api_key=TOPSECRET-QUERY&token=TOPSECRET-QUERY&page=2"
         ))
-        .arg(format!("{base}/status/201?session=s3cr3t-zz9"))
+        // … and in a URL's user information.
+        .arg(format!(
+            "http://alice:TOPSECRET-URLPASS@127.0.0.1:{port}/status/201?session=s3cr3t-zz9"
+        ))
         .arg(format!("{base}/internal/7"));
     cg.run(curl);
 
@@ -171,7 +179,11 @@ fn credentials_and_configured_secrets_never_reach_the_receiver() {
         .find_map(|g| g.resource_attr("process.command_line"))
         .expect("curl's command line is exported");
     assert!(
-        cmdline.contains("Authorization: Bearer REDACTED") && cmdline.contains("api_key=REDACTED"),
+        cmdline.contains("Authorization: Bearer REDACTED")
+            && cmdline.contains("api_key=REDACTED")
+            && cmdline.contains("--write-out DB_PASSWORD=REDACTED")
+            && cmdline.contains(&format!("{base}/hello?api_key=REDACTED"))
+            && cmdline.contains(&format!("http://REDACTED@127.0.0.1:{port}/status/201")),
         "{cmdline}"
     );
     // The dropped route: neither side exported, both counted.

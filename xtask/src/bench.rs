@@ -15,6 +15,13 @@
 //! requests), in-kernel cost per request (the BPF programs' run time from the kernel's
 //! statistics ÷ requests), span completeness (spans received ÷ requests completed), agent peak
 //! RSS. No assertion on any of them: they are measurements.
+//!
+//! The smoke run (CI) is the exception: it sends a fixed number of requests per cell (`hey -n`,
+//! `h2load -n`; the gRPC client finishes every call it starts), so that what it asserts holds
+//! exactly on a noisy machine, whatever the timings: every cell ran and every request
+//! completed, and in each cell traced by sonde the receiver got requests × spans per request
+//! distinct span ids (no duplicate) while sonde counted no loss (ring buffer, stash, connection
+//! table, export).
 
 use std::{
     collections::BTreeMap,
@@ -46,6 +53,8 @@ pub enum Mode {
 struct Plan {
     reps: usize,
     seconds: u64,
+    /// Smoke: HTTP requests per cell, sent in full instead of for `seconds`; and the checks.
+    exact: Option<u64>,
     /// Fixed rates in requests per second; `None` is saturation.
     loads: Vec<Option<u32>>,
     /// The same for gRPC, whose Python client tops out far lower.
@@ -61,6 +70,7 @@ impl Plan {
             Mode::Smoke => Self {
                 reps: 1,
                 seconds: 2,
+                exact: Some(SMOKE_REQUESTS),
                 loads: vec![Some(1000), None],
                 grpc_loads: vec![None],
                 targets: TargetKind::ALL.to_vec(),
@@ -70,6 +80,7 @@ impl Plan {
             Mode::Quick => Self {
                 reps: 3,
                 seconds: 5,
+                exact: None,
                 loads: vec![Some(1000), Some(5000), None],
                 grpc_loads: vec![Some(500), None],
                 targets: TargetKind::ALL.to_vec(),
@@ -79,6 +90,7 @@ impl Plan {
             Mode::Full => Self {
                 reps: 3,
                 seconds: 8,
+                exact: None,
                 loads: vec![Some(1000), Some(5000), Some(20000), None],
                 grpc_loads: vec![Some(500), Some(1000), None],
                 targets: TargetKind::ALL.to_vec(),
@@ -88,6 +100,12 @@ impl Plan {
         }
     }
 }
+
+/// Requests per HTTP cell in smoke mode: 2 s at 1000 req/s; a multiple of every client count
+/// below (hey gives each of its workers n / c requests).
+const SMOKE_REQUESTS: u64 = 2000;
+/// hey's workers at saturation (smoke mode, where wrk cannot send a fixed number).
+const SMOKE_SATURATION_WORKERS: u64 = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TargetKind {
@@ -339,13 +357,18 @@ fn start_grpc(cg: &BenchCgroup) -> Result<(Proc, u16)> {
     Ok((Proc(child), port))
 }
 
-fn start_sink(dir: &Path) -> Result<(Proc, u16, PathBuf)> {
+/// The counting receiver; with `ids`, it also counts distinct span ids.
+fn start_sink(dir: &Path, ids: bool) -> Result<(Proc, u16, PathBuf)> {
     let port = free_port()?;
     let counts = dir.join("sink-counts.json");
-    let mut child = Command::new(peers_python())
-        .arg(workspace_root().join("bench/peers/count_sink.py"))
+    let mut cmd = Command::new(peers_python());
+    cmd.arg(workspace_root().join("bench/peers/count_sink.py"))
         .arg(port.to_string())
-        .arg(&counts)
+        .arg(&counts);
+    if ids {
+        cmd.arg("--ids");
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -354,11 +377,63 @@ fn start_sink(dir: &Path) -> Result<(Proc, u16, PathBuf)> {
     Ok((Proc(child), port, counts))
 }
 
-fn sink_count(path: &Path) -> u64 {
-    fs::read_to_string(path)
+/// What the receiver has counted so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct SinkCount {
+    spans: u64,
+    /// Distinct span ids (only when the receiver was started with `ids`).
+    unique: u64,
+}
+
+fn sink_count(path: &Path) -> SinkCount {
+    let v: Value = fs::read_to_string(path)
         .ok()
-        .and_then(|s| serde_json::from_str::<BTreeMap<String, u64>>(&s).ok())
-        .map_or(0, |m| m.values().sum())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    SinkCount {
+        spans: v["spans"].as_u64().unwrap_or(0),
+        unique: v["unique_span_ids"].as_u64().unwrap_or(0),
+    }
+}
+
+/// Smoke mode: the counters of sonde's summary that say something was lost, with their values
+/// (only those above zero), and whether every created span was exported.
+fn losses(summary: &Path) -> Result<Vec<String>> {
+    let text = fs::read_to_string(summary)
+        .with_context(|| format!("sonde wrote no summary at {}", summary.display()))?;
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("sonde's summary {} is not JSON", summary.display()))?;
+    let mut lost = Vec::new();
+    for k in ["ringbuf_full_events", "args_stash_full", "conn_table_full"] {
+        let n = v["kernel"][k].as_u64().unwrap_or(0);
+        if n > 0 {
+            lost.push(format!("kernel.{k} {n}"));
+        }
+    }
+    for line in v["capture"].as_array().into_iter().flatten() {
+        let Some((k, n)) = line.as_str().and_then(|l| l.rsplit_once(' ')) else {
+            continue;
+        };
+        if matches!(k, "stream.gaps_lost" | "stream.gap_lost_bytes") && n != "0" {
+            lost.push(format!("{k} {n}"));
+        }
+    }
+    let export = &v["export"];
+    if export.is_null() {
+        lost.push("no export statistics in the summary".into());
+    }
+    for (reason, n) in export["dropped"].as_object().into_iter().flatten() {
+        if n.as_u64().unwrap_or(0) > 0 {
+            lost.push(format!("export.dropped.{reason} {n}"));
+        }
+    }
+    let (created, exported) = (export["created"].as_u64(), export["exported"].as_u64());
+    if created != exported {
+        lost.push(format!(
+            "export created {created:?} but exported {exported:?}"
+        ));
+    }
+    Ok(lost)
 }
 
 /// sonde tracing the bench cgroup, exporting to the receiver.
@@ -489,19 +564,27 @@ fn run_wrk(port: u16, seconds: u64) -> Result<(u64, f64, f64, f64)> {
     Ok((requests, rps, p50, p99))
 }
 
-/// A fixed rate with hey: (requests, rps, p50 ms, p99 ms).
-fn run_hey(port: u16, seconds: u64, rate: u32) -> Result<(u64, f64, f64, f64)> {
-    let workers = (rate / 100).clamp(1, 200);
-    let per_worker = rate / workers;
-    let out = Command::new("hey")
-        .args([
-            "-z",
-            &format!("{seconds}s"),
-            "-c",
-            &workers.to_string(),
-            "-q",
-            &per_worker.to_string(),
-        ])
+/// hey at a fixed rate for `seconds`, or (smoke) exactly `count` requests at a fixed rate or
+/// at saturation: (requests answered 200, rps, p50 ms, p99 ms).
+fn run_hey(
+    port: u16,
+    seconds: u64,
+    rate: Option<u32>,
+    count: Option<u64>,
+) -> Result<(u64, f64, f64, f64)> {
+    let workers = rate.map_or(SMOKE_SATURATION_WORKERS, |r| {
+        u64::from((r / 100).clamp(1, 200))
+    });
+    let mut cmd = Command::new("hey");
+    cmd.args(["-c", &workers.to_string()]);
+    if let Some(r) = rate {
+        cmd.args(["-q", &(u64::from(r) / workers).to_string()]);
+    }
+    match count {
+        Some(n) => cmd.args(["-n", &n.to_string()]),
+        None => cmd.args(["-z", &format!("{seconds}s")]),
+    };
+    let out = cmd
         .arg(format!("http://127.0.0.1:{port}/"))
         .output()
         .context("run hey")?;
@@ -533,18 +616,24 @@ fn run_hey(port: u16, seconds: u64, rate: u32) -> Result<(u64, f64, f64, f64)> {
 }
 
 /// HTTP/2 with h2load, 10 connections × 10 concurrent streams, at saturation or at a fixed
-/// total rate: (requests, rps, p50 ms, p99 ms). Latencies come from its per-request log.
+/// total rate, for `seconds` or (smoke) for exactly `count` requests: (requests, rps, p50 ms,
+/// p99 ms). Latencies come from its per-request log.
 fn run_h2load(
     port: u16,
     seconds: u64,
     rate: Option<u32>,
+    count: Option<u64>,
     dir: &Path,
 ) -> Result<(u64, f64, f64, f64)> {
     let log = dir.join("h2load.log");
     let _ = fs::remove_file(&log);
     let mut cmd = Command::new("h2load");
-    cmd.args(["-c", "10", "-m", "10", "-D", &seconds.to_string()])
-        .arg(format!("--log-file={}", log.display()));
+    cmd.args(["-c", "10", "-m", "10"]);
+    match count {
+        Some(n) => cmd.args(["-n", &n.to_string()]),
+        None => cmd.args(["-D", &seconds.to_string()]),
+    };
+    cmd.arg(format!("--log-file={}", log.display()));
     if let Some(r) = rate {
         cmd.arg(format!("--rps={}", (r / 10).max(1)));
     }
@@ -591,8 +680,14 @@ fn run_h2load(
     Ok((succeeded, rps, pct(0.5), pct(0.99)))
 }
 
-/// Unary gRPC calls from a grpcio client: (requests, rps, p50 ms, p99 ms).
-fn run_grpc(port: u16, seconds: u64, rate: Option<u32>) -> Result<(u64, f64, f64, f64)> {
+/// Unary gRPC calls from a grpcio client: (requests, rps, p50 ms, p99 ms). Every call started
+/// is waited for, so the count is exact; with `strict`, a failed call is an error.
+fn run_grpc(
+    port: u16,
+    seconds: u64,
+    rate: Option<u32>,
+    strict: bool,
+) -> Result<(u64, f64, f64, f64)> {
     let mut cmd = Command::new(peers_python());
     cmd.arg(workspace_root().join("bench/peers/grpc_load.py"))
         .arg(port.to_string())
@@ -613,6 +708,9 @@ fn run_grpc(port: u16, seconds: u64, rate: Option<u32>) -> Result<(u64, f64, f64
     let requests = v["requests"].as_u64().unwrap_or(0);
     if requests == 0 {
         bail!("the gRPC load completed no call: {v}");
+    }
+    if strict && v["errors"].as_u64() != Some(0) {
+        bail!("the gRPC load had failed calls: {v}");
     }
     Ok((
         requests,
@@ -677,7 +775,7 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
     fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable BPF run-time stats")?;
 
     let cg = BenchCgroup::new()?;
-    let (_sink, sink_port, counts) = start_sink(&work)?;
+    let (_sink, sink_port, counts) = start_sink(&work, plan.exact.is_some())?;
     let sink_endpoint = format!("http://127.0.0.1:{sink_port}");
     let (_nginx, nginx_port, h2_port) = start_nginx(&cg, &work.join("nginx"))?;
     let (_app, app_port) = start_app(&cg, None, None)?;
@@ -690,6 +788,9 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
     };
 
     let mut results: BTreeMap<(TargetKind, String, Config), Vec<Sample>> = BTreeMap::new();
+    // Smoke mode: what did not hold, one line per cell and check.
+    let mut failures: Vec<String> = Vec::new();
+    let mut span_ids_checked = 0;
     let started = Instant::now();
     for rep in 0..plan.reps {
         for &target in &plan.targets {
@@ -724,12 +825,20 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                     } else {
                         None
                     };
-                    let spans_before = sink_count(&counts);
+                    let sink_before = sink_count(&counts);
                     let cpu_before = agent.as_ref().map(|a| cpu_ns(a.proc.0.id()));
                     let run = match (target, load) {
-                        (TargetKind::NginxH2c, _) => run_h2load(port, plan.seconds, load, &work),
-                        (TargetKind::Grpc, _) => run_grpc(port, plan.seconds, load),
-                        (_, Some(rate)) => run_hey(port, plan.seconds, rate),
+                        (TargetKind::NginxH2c, _) => {
+                            run_h2load(port, plan.seconds, load, plan.exact, &work)
+                        }
+                        (TargetKind::Grpc, _) => {
+                            run_grpc(port, plan.seconds, load, plan.exact.is_some())
+                        }
+                        (_, Some(_)) => run_hey(port, plan.seconds, load, plan.exact),
+                        // wrk cannot send a fixed number of requests.
+                        (_, None) if plan.exact.is_some() => {
+                            run_hey(port, plan.seconds, None, plan.exact)
+                        }
                         (_, None) => run_wrk(port, plan.seconds),
                     };
                     let (requests, rps, p50, p99) = run?;
@@ -740,10 +849,33 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                         p99_ms: p99,
                         ..Sample::default()
                     };
-                    if config != Config::Untraced {
+                    let cell = format!("{} {} {}", target.name(), load_name(load), config.name());
+                    let want = requests * target.spans_per_request();
+                    if let Some(n) = plan.exact
+                        && target != TargetKind::Grpc
+                        && requests != n
+                    {
+                        failures.push(format!(
+                            "{cell}: {n} requests sent, {requests} answered with success"
+                        ));
+                    }
+                    if plan.exact.is_some() && config.traced_by_sonde() {
+                        // Wait for every span rather than a fixed time: a slow machine only
+                        // takes longer. What arrives after is caught below, once sonde stopped.
+                        let deadline = Instant::now() + Duration::from_secs(30);
+                        while sink_count(&counts)
+                            .unique
+                            .saturating_sub(sink_before.unique)
+                            < want
+                            && Instant::now() < deadline
+                        {
+                            thread::sleep(Duration::from_millis(100));
+                        }
+                    } else if config != Config::Untraced {
                         // Let the exporters flush before counting.
                         thread::sleep(Duration::from_millis(1500));
                     }
+                    let mut lost = Vec::new();
                     if let Some(a) = agent.as_mut() {
                         let pid = a.proc.0.id();
                         let cpu = cpu_ns(pid).saturating_sub(cpu_before.unwrap_or(0));
@@ -752,11 +884,32 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                         stop(a);
                         sample.kernel_ns_per_req =
                             kernel_run_time_ns(&a.summary).map(|ns| ns as f64 / requests as f64);
+                        if plan.exact.is_some() {
+                            lost = losses(&a.summary)?;
+                        }
                     }
                     if config != Config::Untraced {
-                        let got = sink_count(&counts).saturating_sub(spans_before);
-                        let want = requests * target.spans_per_request();
+                        let now = sink_count(&counts);
+                        let got = now.spans.saturating_sub(sink_before.spans);
                         sample.completeness = Some(got as f64 / want as f64);
+                        if plan.exact.is_some() && config.traced_by_sonde() {
+                            let unique = now.unique.saturating_sub(sink_before.unique);
+                            if unique != want || got != unique {
+                                failures.push(format!(
+                                    "{cell}: {requests} requests × {} spans each = {want} span \
+                                     ids expected; the receiver got {got} spans with {unique} \
+                                     distinct ids",
+                                    target.spans_per_request()
+                                ));
+                            }
+                            if !lost.is_empty() {
+                                failures.push(format!(
+                                    "{cell}: sonde counted losses: {}",
+                                    lost.join(", ")
+                                ));
+                            }
+                            span_ids_checked += unique;
+                        }
                     }
                     eprintln!(
                         "bench: rep {} {} {} {}: {} req, {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms{}",
@@ -779,6 +932,30 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                         .push(sample);
                 }
             }
+        }
+    }
+
+    if plan.exact.is_some() {
+        // Every cell ran once per repetition (a cell that stopped early would be missing).
+        let expected: usize = plan
+            .targets
+            .iter()
+            .map(|&t| {
+                let loads = if t == TargetKind::Grpc {
+                    plan.grpc_loads.len()
+                } else {
+                    plan.loads.len()
+                };
+                t.configs(sdk.is_some()).len() * loads
+            })
+            .sum();
+        let complete = results.values().filter(|v| v.len() == plan.reps).count();
+        if results.len() != expected || complete != expected {
+            failures.push(format!(
+                "{expected} cells planned, {} ran, {complete} with all {} repetitions",
+                results.len(),
+                plan.reps
+            ));
         }
     }
 
@@ -810,6 +987,20 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
         "bench: wrote {} and report.json",
         out_dir.join("report.md").display()
     );
+    if !failures.is_empty() {
+        bail!(
+            "benchmark smoke checks failed ({} of them):\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        );
+    }
+    if plan.exact.is_some() {
+        eprintln!(
+            "bench: smoke checks passed: {} cells ran, every request answered, {span_ids_checked} \
+             span ids from sonde each received once, no loss counted",
+            results.len()
+        );
+    }
     Ok(())
 }
 
@@ -920,4 +1111,57 @@ fn report_json(
         "rows": rows,
         "idle_connections": idle_rss.map(|(n, rss)| json!({"connections": n, "agent_rss_mib": rss})),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(name: &str, v: Value) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("xtask-bench-{name}-{}.json", std::process::id()));
+        fs::write(&p, v.to_string()).unwrap();
+        p
+    }
+
+    #[test]
+    fn losses_name_every_counter_of_a_loss() {
+        let clean = summary(
+            "clean",
+            json!({
+                "kernel": {"ringbuf_full_events": 0, "data_events": 10},
+                "capture": ["stream.gaps_lost 0", "conns.opened 3"],
+                "export": {"created": 5, "exported": 5, "dropped": {"queue_full": 0}},
+            }),
+        );
+        assert_eq!(losses(&clean).unwrap(), Vec::<String>::new());
+        let lossy = summary(
+            "lossy",
+            json!({
+                "kernel": {"ringbuf_full_events": 7, "conn_table_full": 1},
+                "capture": ["stream.gaps_lost 2", "stream.gap_lost_bytes 300"],
+                "export": {"created": 5, "exported": 4, "dropped": {"queue_full": 1}},
+            }),
+        );
+        assert_eq!(
+            losses(&lossy).unwrap(),
+            [
+                "kernel.ringbuf_full_events 7",
+                "kernel.conn_table_full 1",
+                "stream.gaps_lost 2",
+                "stream.gap_lost_bytes 300",
+                "export.dropped.queue_full 1",
+                "export created Some(5) but exported Some(4)",
+            ]
+        );
+        let no_export = summary("none", json!({"kernel": {}, "capture": []}));
+        assert_eq!(
+            losses(&no_export).unwrap(),
+            ["no export statistics in the summary"]
+        );
+        assert!(losses(Path::new("/nonexistent/summary.json")).is_err());
+        for p in [clean, lossy, no_export] {
+            let _ = fs::remove_file(p);
+        }
+    }
 }

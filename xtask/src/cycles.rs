@@ -26,6 +26,7 @@ pub const CRATES: &[&str] = &[
     "proto",
     "protocol",
     "tests",
+    "tests/vm-peer",
     "xtask",
 ];
 

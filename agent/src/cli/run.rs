@@ -286,6 +286,7 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), RunError> {
                 render_openmetrics: Some(Arc::new(move || t2.render_openmetrics())),
                 ready: telemetry.ready.clone(),
                 targets,
+                targets_public: plan.targets_public,
             };
             match MetricsServer::bind(addr, state).await {
                 Ok(s) => {

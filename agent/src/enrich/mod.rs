@@ -5,6 +5,7 @@
 //! the executable name. Facts are read from `/proc` once per process and cached until it execs
 //! or exits; a process already gone falls back to the command name the kernel reported.
 
+pub mod cmdline;
 pub mod runtime;
 
 use std::{collections::HashMap, fs, path::PathBuf, sync::Arc};
@@ -129,15 +130,16 @@ impl ProcessCache {
                 }
             });
         let command_line = fs::read(dir.join("cmdline")).ok().and_then(|raw| {
-            let mut s = raw
+            let args = raw
                 .split(|&b| b == 0)
                 .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ");
-            if s.is_empty() {
+                .collect::<Vec<_>>();
+            if args.is_empty() {
                 return None;
             }
+            // Before the cut, so that a credential cut in two is still redacted.
+            let mut s = cmdline::redact_args(&args).join(" ");
             if s.len() > MAX_COMMAND_LINE {
                 let mut cut = MAX_COMMAND_LINE;
                 while !s.is_char_boundary(cut) {
@@ -230,14 +232,18 @@ mod tests {
         let dir = root.join("77");
         fs::create_dir_all(&dir).unwrap();
         std::os::unix::fs::symlink("/usr/bin/python3.11", dir.join("exe")).unwrap();
-        fs::write(dir.join("cmdline"), b"python3\0app.py\0--port\08080\0").unwrap();
+        fs::write(
+            dir.join("cmdline"),
+            b"python3\0app.py\0--port\08080\0--db\0postgres://u:pw@db/x\0",
+        )
+        .unwrap();
         fs::write(dir.join("environ"), b"A=1\0OTEL_SERVICE_NAME=orders\0").unwrap();
         let mut c = ProcessCache::new(&root, "node-1".into());
         let f = c.facts(77, "python3");
         assert_eq!(f.executable_name, "python3.11");
         assert_eq!(
             f.command_line.as_deref(),
-            Some("python3 app.py --port 8080")
+            Some("python3 app.py --port 8080 --db postgres://REDACTED@db/x")
         );
         assert_eq!(f.service_name, "orders");
         let r = c.resource(77, "python3");

@@ -192,12 +192,22 @@ fn addrs(role: Role) -> (&'static str, &'static str) {
 
 /// Runs `events` through driver → conn → span stage → policy → memory.
 fn pipeline(events: Vec<Event>, http: HttpConfig, sampling: SamplingConfig) -> Vec<Span> {
+    pipeline_of(events, http, sampling, Resource::default())
+}
+
+/// [`pipeline`] with every span from the process `resource` describes.
+fn pipeline_of(
+    events: Vec<Event>,
+    http: HttpConfig,
+    sampling: SamplingConfig,
+    resource: Resource,
+) -> Vec<Span> {
     let policy = Policy::new(&PrivacySection::default()).unwrap();
     let sink = PolicySink::new(Vec::new(), sampling, policy, None);
     let stage = SpanStage::new(
         http,
         WallClock::with_offset(0),
-        FixedResource(Arc::new(Resource::default())),
+        FixedResource(Arc::new(resource)),
         sink,
     );
     let driver = Driver::new(ConnTracker::without_role_resolver(Limits::default()), stage);
@@ -460,4 +470,218 @@ fn query_values_are_redacted_unless_allowed() {
         spans[0].attributes
     );
     assert!(!format!("{:?}", spans[0]).contains("s3cr3t"));
+}
+
+/// A database fixture on a client connection of process 10 to `server` (role client).
+fn db_client(r: &mut Recorder, id: u64, pid: u32, name: &str, server: &str) -> Vec<(bool, Meta)> {
+    r.open(id, pid, Role::Client, "127.0.0.1:41000", server);
+    let metas = r.records(id, pid, Role::Client, &fixture(name), &mut [0, 0]);
+    r.close(id, pid);
+    metas
+}
+
+fn kind_of(spans: &[Span], kind: SpanKind) -> Vec<&Span> {
+    spans.iter().filter(|s| s.kind == kind).collect()
+}
+
+#[test]
+fn postgres_operations_become_client_spans_with_sanitised_text_and_errors() {
+    let mut r = Recorder::new();
+    let metas = db_client(&mut r, 1, 10, "db/pg_simple_psycopg", "127.0.0.1:5432");
+    let spans = pipeline(r.events, HttpConfig::default(), SamplingConfig::default());
+    // 15 operations after the startup (protocol/tests/db_fixtures.rs lists them).
+    assert_eq!(spans.len(), 15, "{spans:#?}");
+    for s in &spans {
+        assert_eq!(s.kind, SpanKind::Client, "{}", s.name);
+        assert_eq!(str_attr(s, "db.system.name"), "postgresql");
+        assert_eq!(str_attr(s, "db.namespace"), "sonde");
+        assert_eq!(str_attr(s, "server.address"), "127.0.0.1");
+        assert_eq!(int_attr(s, "server.port"), 5432);
+        let text = str_attr(s, "db.query.text");
+        assert!(!text.contains("'x'") && !text.contains("payload"), "{text}");
+    }
+    let update = spans
+        .iter()
+        .find(|s| str_attr(s, "db.query.text").contains("UPDATE users SET name = ?"))
+        .expect("the multi-statement query");
+    assert_eq!(str_attr(update, "db.operation.name"), "SELECT");
+    let failed: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.status.code == sonde_model::StatusCode::Error)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(str_attr(failed[0], "db.response.status_code"), "42P01");
+    assert_eq!(str_attr(failed[0], "error.type"), "42P01");
+    assert_eq!(str_attr(failed[0], "db.collection.name"), "missing_table");
+    assert_eq!(failed[0].name, "SELECT missing_table");
+    // Timing: the first operation starts when the write of its first byte entered and ends
+    // when the read of its answer's last byte returned.
+    let first_write = metas.iter().filter(|(req, _)| *req).nth(1).unwrap().1;
+    assert_eq!(spans[0].start_unix_nanos, first_write.enter_ns);
+    assert!(spans[0].end_unix_nanos > spans[0].start_unix_nanos);
+}
+
+#[test]
+fn mariadb_and_redis_operations_become_spans_and_auth_never_leaves() {
+    let mut r = Recorder::new();
+    db_client(&mut r, 1, 10, "db/mysql_pymysql", "127.0.0.1:3306");
+    let spans = pipeline(r.events, HttpConfig::default(), SamplingConfig::default());
+    assert_eq!(spans.len(), 9, "{spans:#?}");
+    assert!(
+        spans
+            .iter()
+            .all(|s| str_attr(s, "db.system.name") == "mariadb")
+    );
+    let err: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.status.code == sonde_model::StatusCode::Error)
+        .collect();
+    assert_eq!(err.len(), 1);
+    assert_eq!(str_attr(err[0], "db.response.status_code"), "1146");
+    assert_eq!(str_attr(err[0], "db.namespace"), "sonde");
+    let ping = spans.last().unwrap();
+    assert_eq!(ping.name, "PING");
+    assert_eq!(str_attr(ping, "db.namespace"), "mysql", "after COM_INIT_DB");
+    let insert = &spans[3];
+    assert_eq!(
+        str_attr(insert, "db.query.text"),
+        "INSERT INTO users VALUES (?, ?), (?, ?)"
+    );
+    assert!(!format!("{spans:?}").contains("ann"));
+
+    let mut r = Recorder::new();
+    db_client(&mut r, 1, 10, "db/redis_resp2_redispy", "127.0.0.1:6379");
+    let spans = pipeline(r.events, HttpConfig::default(), SamplingConfig::default());
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        &names[..6],
+        ["AUTH", "CLIENT", "CLIENT", "SELECT", "SET", "GET"]
+    );
+    assert_eq!(str_attr(&spans[0], "db.query.text"), "AUTH ?");
+    assert!(
+        !format!("{spans:?}").contains("s3cret"),
+        "the AUTH password"
+    );
+    assert_eq!(str_attr(&spans[4], "db.namespace"), "2", "after SELECT 2");
+    let wrongtype = spans.iter().find(|s| s.name == "LPUSH").unwrap();
+    assert_eq!(str_attr(wrongtype, "db.response.status_code"), "WRONGTYPE");
+    assert_eq!(wrongtype.status.code, sonde_model::StatusCode::Error);
+    // Pushed pub/sub messages are not operations.
+    assert!(!names.contains(&"message"));
+}
+
+#[test]
+fn a_query_is_a_child_of_the_request_its_process_serves() {
+    let mut r = Recorder::new();
+    r.open(1, 10, Role::Server, "127.0.0.1:8080", "127.0.0.1:40000");
+    r.data(
+        1,
+        10,
+        Role::Server,
+        Direction::Ingress,
+        0,
+        b"GET /users HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    r.ctx(1, 10, CtxKind::Server, 0, (0x3c, 0x4d, 0), 1);
+    db_client(&mut r, 2, 10, "db/pg_pipeline_psycopg", "127.0.0.1:5432");
+    r.data(
+        1,
+        10,
+        Role::Server,
+        Direction::Egress,
+        0,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    );
+    r.close(1, 10);
+    let spans = pipeline(r.events, HttpConfig::default(), SamplingConfig::default());
+    let server = kind_of(&spans, SpanKind::Server);
+    assert_eq!(server.len(), 1);
+    let queries = kind_of(&spans, SpanKind::Client);
+    assert_eq!(queries.len(), 8);
+    for q in queries {
+        assert_eq!(q.trace_id, TraceId([0x3c; 16]), "{}", q.name);
+        assert_eq!(q.parent_span_id, Some(SpanId([0x4d; 8])), "{}", q.name);
+    }
+}
+
+#[test]
+fn an_operation_is_reported_once_whichever_ends_are_traced() {
+    let client_addr = "127.0.0.1:41000";
+    let server_addr = "127.0.0.1:5432";
+    let records = fixture("db/pg_simple_psycopg");
+    // Both ends traced: the client's connect and the server's accept of one connection.
+    let mut r = Recorder::new();
+    r.open(1, 10, Role::Client, client_addr, server_addr);
+    r.open(2, 20, Role::Server, server_addr, client_addr);
+    let (mut cs, mut ss) = ([0, 0], [0, 0]);
+    for rec in &records {
+        // The writer's syscall, then the reader's.
+        let (first, second) = if rec.0 {
+            ((1, 10, Role::Client), (2, 20, Role::Server))
+        } else {
+            ((2, 20, Role::Server), (1, 10, Role::Client))
+        };
+        let one = std::slice::from_ref(rec);
+        r.records(
+            first.0,
+            first.1,
+            first.2,
+            one,
+            if first.0 == 1 { &mut cs } else { &mut ss },
+        );
+        r.records(
+            second.0,
+            second.1,
+            second.2,
+            one,
+            if second.0 == 1 { &mut cs } else { &mut ss },
+        );
+    }
+    r.close(1, 10);
+    r.close(2, 20);
+    let spans = pipeline(r.events, HttpConfig::default(), SamplingConfig::default());
+    assert_eq!(spans.len(), 15, "{spans:#?}");
+    assert!(spans.iter().all(|s| s.kind == SpanKind::Client));
+
+    // Only the server traced: the same operations, reported by the server, with the client as
+    // the peer.
+    let mut r = Recorder::new();
+    r.open(2, 20, Role::Server, server_addr, client_addr);
+    r.records(2, 20, Role::Server, &records, &mut [0, 0]);
+    r.close(2, 20);
+    let spans = pipeline(r.events, HttpConfig::default(), SamplingConfig::default());
+    assert_eq!(spans.len(), 15);
+    for s in &spans {
+        assert_eq!(s.kind, SpanKind::Server);
+        assert_eq!(int_attr(s, "network.peer.port"), 41000);
+        assert_eq!(int_attr(s, "server.port"), 5432);
+    }
+}
+
+#[test]
+fn query_text_keeps_its_literals_only_for_the_services_named() {
+    let run = |service: &str| {
+        let mut r = Recorder::new();
+        db_client(&mut r, 1, 10, "db/mysql_pymysql", "127.0.0.1:3306");
+        let http = HttpConfig {
+            raw_query_services: vec!["orders".into()],
+            ..HttpConfig::default()
+        };
+        let resource = Resource {
+            attributes: vec![sonde_model::KeyValue::new(
+                "service.name",
+                service.to_owned(),
+            )],
+        };
+        pipeline_of(r.events, http, SamplingConfig::default(), resource)
+    };
+    let insert = |spans: &[Span]| str_attr(&spans[3], "db.query.text").to_owned();
+    assert_eq!(
+        insert(&run("orders")),
+        "INSERT INTO users VALUES (1, 'ann'), (2, 'bob')"
+    );
+    assert_eq!(
+        insert(&run("billing")),
+        "INSERT INTO users VALUES (?, ?), (?, ?)"
+    );
 }

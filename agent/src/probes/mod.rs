@@ -213,6 +213,9 @@ pub struct Probes {
     pub load_time: Duration,
     /// Whether injection is on (asked for, and the sock_ops and sk_msg programs attached).
     pub inject: bool,
+    /// Why injection uses the sock_ops program without the process filter
+    /// (`programs::SOCK_OPS_ALL`): the kernel refused the filtering one.
+    pub inject_unfiltered: Option<String>,
     /// Whether the TLS uprobe programs are loaded (attached per file by `crate::tls`).
     pub tls: bool,
 }
@@ -280,6 +283,7 @@ impl Probes {
             offsets,
             load_time: Duration::ZERO,
             inject: false,
+            inject_unfiltered: None,
             tls: false,
         };
 
@@ -373,9 +377,24 @@ impl Probes {
             path: root.display().to_string(),
             source,
         })?;
-        let name = programs::SOCK_OPS;
+        let mut name = programs::SOCK_OPS;
+        if let Err(e) = self.load_sock_ops(name) {
+            // Older kernels (6.1) refuse `bpf_get_current_pid_tgid` in sock_ops: fall back to
+            // the program without the process filter.
+            let why = match &e {
+                ProbeError::ProgramLoad { source, .. } => verifier_last_line(source.as_ref()),
+                e => e.to_string(),
+            };
+            tracing::warn!(
+                "{name} refused ({why}); using {} (every new outgoing connection passes the \
+                 sk_msg program; only traced processes' requests change)",
+                programs::SOCK_OPS_ALL
+            );
+            name = programs::SOCK_OPS_ALL;
+            self.load_sock_ops(name)?;
+            self.inject_unfiltered = Some(why);
+        }
         let ops: &mut SockOps = program(&mut self.ebpf, name)?;
-        ops.load().map_err(ProbeError::load(name))?;
         // aya attaches through a BPF link, which the kernel always adds alongside other
         // programs (links are multi by nature): `Single` replaces nobody's program here,
         // whereas `AllowMultiple` makes aya pass a flag that link_create refuses (EINVAL).
@@ -383,6 +402,11 @@ impl Probes {
             .map_err(ProbeError::load(name))?;
         self.socks = Some(socks);
         Ok(())
+    }
+
+    fn load_sock_ops(&mut self, name: &'static str) -> Result<(), ProbeError> {
+        let ops: &mut SockOps = program(&mut self.ebpf, name)?;
+        ops.load().map_err(ProbeError::load(name))
     }
 
     /// The event ring buffer; can be taken once (by the `events` module).
@@ -538,6 +562,45 @@ fn raise_memlock_limit() {
         tracing::debug!(
             "could not raise RLIMIT_MEMLOCK: {}",
             std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// The verifier's last words (its log ends with the reason and statistics), or the error.
+fn verifier_last_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty()
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+                && !l.starts_with("processed ")
+                && !l.starts_with(';')
+        })
+        .unwrap_or(&text)
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verifiers_reason_is_its_last_words_before_the_statistics() {
+        // The end of 6.1's log for inject_sock_ops, as aya's LoadError prints it.
+        let e = std::io::Error::other(
+            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier \
+             output: 0: R1=ctx(off=0,imm=0) R10=fp0\n\
+             6: (85) call bpf_get_current_pid_tgid#14\n\
+             unknown func bpf_get_current_pid_tgid#14\n\
+             verification time 1356 usec\nstack depth 0\n\
+             processed 7 insns (limit 1000000) max_states_per_insn 0\n",
+        );
+        assert_eq!(
+            verifier_last_line(&e),
+            "unknown func bpf_get_current_pid_tgid#14"
         );
     }
 }

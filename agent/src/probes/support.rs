@@ -95,9 +95,23 @@ pub fn probe_program_types(cgroup2: Option<&Path>, tracefs: Option<&TraceFs>) ->
             .try_into()
             .map_err(|e: aya::programs::ProgramError| chain(&e))?;
         p.load().map_err(|e| format!("load: {}", chain(&e)))?;
-        let link = p
-            .attach("getpid", "libc", UProbeScope::AllProcesses)
-            .map_err(|e| format!("attach to libc getpid: {}", chain(&e)))?;
+        let link = match p.attach("getpid", "libc", UProbeScope::AllProcesses) {
+            Ok(link) => link,
+            // A host without a shared libc (a static sonde in a scratch image or a minimal
+            // VM): uprobes are still there, so try getpid linked into sonde itself.
+            Err(libc_err) => {
+                let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+                p.attach("getpid", &exe, UProbeScope::AllProcesses)
+                    .map_err(|e| {
+                        format!(
+                            "attach to libc getpid: {}; to getpid in {}: {}",
+                            chain(&libc_err),
+                            exe.display(),
+                            chain(&e)
+                        )
+                    })?
+            }
+        };
         p.detach(link).map_err(|e| chain(&e))?;
         Ok(())
     })();

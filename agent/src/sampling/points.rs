@@ -77,13 +77,25 @@ pub fn points_of(span: &Span, peers: &Peers) -> Vec<Point> {
     if !matches!(span.kind, SpanKind::Server | SpanKind::Client) {
         return Vec::new();
     }
+    let db = span.attr("db.system.name").is_some();
     let instrument = match (rpc, client) {
+        _ if db => Instrument::DbClient,
         (false, false) => Instrument::HttpServer,
         (false, true) => Instrument::HttpClient,
         (true, false) => Instrument::RpcServer,
         (true, true) => Instrument::RpcClient,
     };
-    let keys: &[&'static str] = if rpc {
+    let keys: &[&'static str] = if db {
+        &[
+            "db.system.name",
+            "db.namespace",
+            "db.operation.name",
+            "db.collection.name",
+            "db.response.status_code",
+            "server.address",
+            "server.port",
+        ]
+    } else if rpc {
         &[
             "rpc.system",
             "rpc.service",
@@ -101,6 +113,7 @@ pub fn points_of(span: &Span, peers: &Peers) -> Vec<Point> {
         .iter()
         .filter_map(|k| attr_string(span, k).map(|v| (*k, v)))
         .collect();
+    // A database is an edge of the service graph too, named by its system and address.
     let peer = client.then(|| peers.peer_of(span));
     if let Some(p) = &peer {
         attributes.push(("peer.service", p.clone()));

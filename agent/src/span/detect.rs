@@ -4,16 +4,19 @@
 //!
 //! Detection: an HTTP/1 request or response line, the HTTP/2 client preface (prior knowledge),
 //! and, on connections sonde found already open, a chunk that starts with a plausible HTTP/2
-//! frame on the side the role says. (The h2c upgrade is not detected here: HTTP/1 switches to
+//! frame on the side the role says; PostgreSQL, MySQL/MariaDB and Redis from their first
+//! bytes, or, on connections found already open, from a well-known port. (The h2c upgrade is not detected here: HTTP/1 switches to
 //! HTTP/2 itself when it sees the `101`.)
 
 use sonde_proto::{ConnSource, Direction, Role};
 use sonde_protocol::{
+    db::{DbSystem, port_hint},
     detect::{Detected, detect},
     http2::plausible_frame_start,
 };
 
 use super::{
+    db::{Db, System},
     http1::Http1,
     http2::Http2,
     protocol::{ProtocolConn, other, side_of},
@@ -64,7 +67,76 @@ pub(crate) trait Detector: Sync {
 }
 
 /// The protocols sonde parses, asked in this order.
-pub(crate) static DETECTORS: &[&dyn Detector] = &[&Http2Preface, &Http1Line, &Http2Midstream];
+pub(crate) static DETECTORS: &[&dyn Detector] = &[
+    &Http2Preface,
+    &Http1Line,
+    &Database,
+    &DatabaseMidstream,
+    &Http2Midstream,
+];
+
+/// The direction requests go by the role the kernel saw, if it saw one.
+fn role_request_dir(conn: &ConnInfo) -> Option<Direction> {
+    match conn.role {
+        Role::Client => Some(Direction::Egress),
+        Role::Server => Some(Direction::Ingress),
+        _ => None,
+    }
+}
+
+/// A database connection from its first bytes: a PostgreSQL startup or a Redis command from
+/// the client, a MySQL/MariaDB greeting from the server; when the kernel knows the role, on
+/// the side it says (a Redis reply is an array too).
+struct Database;
+
+impl Detector for Database {
+    fn detect(&self, p: &Probe<'_>) -> Option<Detection> {
+        let (system, request_dir) = match detect(p.start) {
+            Detected::PostgresStartup => (System::Postgres, p.direction),
+            Detected::RedisCommand => (System::Redis, p.direction),
+            Detected::MysqlGreeting => (System::Mysql, other(p.direction)),
+            _ => return None,
+        };
+        if role_request_dir(p.conn).is_some_and(|d| d != request_dir) {
+            return None;
+        }
+        Some(Detection {
+            name: system.label(),
+            conn: Box::new(Db::new(system, request_dir, false)),
+            request_dir,
+            replay: Replay::All,
+        })
+    }
+}
+
+/// A connection found already open to (or on) a well-known database port: its parser joins
+/// in the middle and waits for a point where it can be sure of its place (the port is only a
+/// hint: nothing is reported until the bytes agree).
+struct DatabaseMidstream;
+
+impl Detector for DatabaseMidstream {
+    fn detect(&self, p: &Probe<'_>) -> Option<Detection> {
+        if p.conn.source != ConnSource::Discovered {
+            return None;
+        }
+        let request_dir = role_request_dir(p.conn)?;
+        let server = match p.conn.role {
+            Role::Client => p.conn.remote?,
+            _ => p.conn.local?,
+        };
+        let system = match port_hint(server.port())? {
+            DbSystem::Postgres => System::Postgres,
+            DbSystem::Mysql => System::Mysql,
+            DbSystem::Redis => System::Redis,
+        };
+        Some(Detection {
+            name: system.label(),
+            conn: Box::new(Db::new(system, request_dir, true)),
+            request_dir,
+            replay: Replay::All,
+        })
+    }
+}
 
 /// The HTTP/2 client connection preface (prior knowledge, or after TLS ALPN h2).
 struct Http2Preface;

@@ -113,6 +113,8 @@ pub struct HttpConfig {
     pub capture_response_headers: Vec<String>,
     /// The head-sampling decision of new roots made in userspace.
     pub root_sampler: RootSampler,
+    /// Services whose database spans keep literals in `db.query.text` (privacy policy).
+    pub raw_query_services: Vec<String>,
 }
 
 /// Header values as text.

@@ -9,9 +9,10 @@
 //!
 //! Layout: [`stage`] keeps per-connection state and dispatches chunks; [`detect`] holds the
 //! registry of protocols; each protocol is a module behind the [`protocol::ProtocolConn`] trait
-//! ([`http1`], [`http2`] with gRPC); [`links`] decides trace context in userspace; [`http`] and
+//! ([`http1`], [`http2`] with gRPC, [`db`] for PostgreSQL, MySQL/MariaDB and Redis); [`links`] decides trace context in userspace; [`http`] and
 //! [`http2::attrs`] build span attributes; [`stats`] counts.
 
+mod db;
 mod detect;
 mod http;
 mod http1;

@@ -7,7 +7,7 @@
 //! [`ProtocolConn`], a [`Detector`](super::detect::Detector) for it in the registry
 //! ([`super::detect::DETECTORS`]), and its attribute builder.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc};
 
 use sonde_model::{Resource, Span, SpanId, TraceId};
 use sonde_proto::{Direction, Role};
@@ -69,6 +69,18 @@ pub(crate) struct Cx<'a> {
     pub stats: &'a mut SpanStats,
     pub resources: &'a mut dyn ResourceSource,
     pub out: &'a mut dyn SpanSink,
+    /// The (local, remote) addresses of every connection the stage tracks.
+    pub tracked: &'a Tracked,
+}
+
+/// The (local, remote) addresses of the connections being tracked, with how many have each
+/// pair: both ends of a loopback connection between two traced processes are in it.
+pub(crate) type Tracked = std::collections::HashMap<(SocketAddr, SocketAddr), u32>;
+
+/// The address pair of a connection, as its own end sees it.
+pub(crate) fn addr_pair(info: &ConnInfo) -> Option<(SocketAddr, SocketAddr)> {
+    let canon = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    Some((canon(info.local?), canon(info.remote?)))
 }
 
 impl Cx<'_> {
@@ -86,6 +98,11 @@ impl Cx<'_> {
     pub fn emit(&mut self, span: Span, link: Link, inject: Option<sonde_proto::InjectOutcome>) {
         self.stats.count_span(link, inject);
         self.out.span(span);
+    }
+
+    /// The other end of this connection is a process traced on this host.
+    pub fn peer_traced(&self) -> bool {
+        addr_pair(&self.conn.info).is_some_and(|(l, r)| self.tracked.contains_key(&(r, l)))
     }
 
     pub fn parse_error(&mut self, e: ParseError) {

@@ -16,7 +16,9 @@ use super::{
     HttpConfig, ResourceSource, SpanSink, SpanStats,
     detect::{DETECT_MAX_CHUNKS, DETECT_PROBE, DETECTORS, Probe, Replay},
     links::Links,
-    protocol::{ConnShared, Cx, Next, ProtocolConn, dir_idx, kernel_ids, set_role},
+    protocol::{
+        ConnShared, Cx, Next, ProtocolConn, Tracked, addr_pair, dir_idx, kernel_ids, set_role,
+    },
 };
 use crate::{
     clock::WallClock,
@@ -52,6 +54,7 @@ struct Parts<O, R> {
     out: O,
     links: Links,
     stats: SpanStats,
+    tracked: Tracked,
 }
 
 impl<O: SpanSink, R: ResourceSource> Parts<O, R> {
@@ -64,6 +67,7 @@ impl<O: SpanSink, R: ResourceSource> Parts<O, R> {
             stats: &mut self.stats,
             resources: &mut self.resources,
             out: &mut self.out,
+            tracked: &self.tracked,
         }
     }
 }
@@ -102,6 +106,7 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
                 resources,
                 out,
                 stats: SpanStats::default(),
+                tracked: Tracked::default(),
             },
             clock_checked_ns: 0,
             live_clock: false,
@@ -227,6 +232,11 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
 
 impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
     fn opened(&mut self, conn: &ConnInfo) {
+        if let Some(pair) = addr_pair(conn)
+            && !self.conns.contains_key(&conn.id)
+        {
+            *self.parts.tracked.entry(pair).or_default() += 1;
+        }
         self.conns.insert(
             conn.id,
             ConnState {
@@ -260,6 +270,15 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
     fn closed(&mut self, conn: &ConnInfo, end: ConnEnd, at_ns: u64) {
         let id = conn.id;
         if let Some(mut c) = self.conns.remove(&id) {
+            if let Some(pair) = addr_pair(&c.shared.info)
+                && let std::collections::hash_map::Entry::Occupied(mut e) =
+                    self.parts.tracked.entry(pair)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
             let reason = match end {
                 ConnEnd::Closed(_) | ConnEnd::Shutdown => EndReason::Closed,
                 ConnEnd::ProcessExit => EndReason::ProcessExited,

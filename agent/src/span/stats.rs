@@ -71,6 +71,9 @@ pub struct SpanStats {
     pub injections: BTreeMap<&'static str, u64>,
     /// HTTP/2 header fields that could not be decoded (joined late, missed header blocks).
     pub h2_unrecovered_fields: u64,
+    /// Database operations seen at a traced server whose client end is traced here too: the
+    /// client's span reports them.
+    pub db_reported_by_client: u64,
     /// Connections that switched from HTTP/1.1 to HTTP/2 (h2c upgrade).
     pub h2c_upgrades: u64,
     /// Userspace trace-context entries dropped at their bounds (open requests, peer contexts).

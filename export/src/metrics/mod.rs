@@ -47,16 +47,20 @@ pub enum Instrument {
     HttpClient,
     RpcServer,
     RpcClient,
+    /// Database operations (every one, before sampling), from the client span or, when only
+    /// the server is traced, the server's.
+    DbClient,
     /// Client → server edges, measured on the client span (its duration).
     ServiceGraph,
 }
 
 impl Instrument {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::HttpServer,
         Self::HttpClient,
         Self::RpcServer,
         Self::RpcClient,
+        Self::DbClient,
         Self::ServiceGraph,
     ];
 
@@ -67,6 +71,7 @@ impl Instrument {
             Self::HttpClient => "http.client.request.duration",
             Self::RpcServer => "rpc.server.duration",
             Self::RpcClient => "rpc.client.duration",
+            Self::DbClient => "db.client.operation.duration",
             Self::ServiceGraph => "sonde.service_graph.request.duration",
         }
     }
@@ -78,6 +83,7 @@ impl Instrument {
             Self::HttpClient => "http_client_request_duration_seconds",
             Self::RpcServer => "rpc_server_duration_milliseconds",
             Self::RpcClient => "rpc_client_duration_milliseconds",
+            Self::DbClient => "db_client_operation_duration_seconds",
             Self::ServiceGraph => "sonde_service_graph_request_duration_seconds",
         }
     }
@@ -99,6 +105,7 @@ impl Instrument {
             }
             Self::RpcServer => "Duration of inbound RPCs (every call, before sampling).",
             Self::RpcClient => "Duration of outbound RPCs (every call, before sampling).",
+            Self::DbClient => "Duration of database operations (every one, before sampling).",
             Self::ServiceGraph => {
                 "Requests between services, per client -> server edge, as the client saw them."
             }

@@ -42,3 +42,23 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- join "," $parts -}}
 {{- end -}}
+
+{{/* The capabilities added to the container, by securityContext.capabilityMode (values.yaml
+says why each one is needed). */}}
+{{- define "sonde.capabilities" -}}
+{{- $sc := .Values.securityContext -}}
+{{- $mode := $sc.capabilityMode | default "standard" -}}
+{{- if eq $mode "standard" -}}
+{{- toYaml (list "BPF" "PERFMON" "NET_ADMIN" "SYS_ADMIN" "SYS_PTRACE" "DAC_READ_SEARCH") -}}
+{{- else if eq $mode "minimal" -}}
+{{- toYaml (list "BPF" "PERFMON" "NET_ADMIN" "SYS_PTRACE" "DAC_READ_SEARCH") -}}
+{{- else if eq $mode "legacy" -}}
+{{- toYaml (list "SYS_ADMIN" "NET_ADMIN" "SYS_RESOURCE" "SYS_PTRACE" "DAC_READ_SEARCH") -}}
+{{- else if and (eq $mode "custom") $sc.capabilities -}}
+{{- toYaml $sc.capabilities -}}
+{{- else if eq $mode "custom" -}}
+{{- fail "securityContext.capabilityMode=custom needs securityContext.capabilities: list the capabilities to add (see values.yaml for what each one is for), or use capabilityMode standard, minimal or legacy" -}}
+{{- else -}}
+{{- fail (printf "securityContext.capabilityMode=%q: use standard, minimal, legacy or custom" $mode) -}}
+{{- end -}}
+{{- end -}}

@@ -43,7 +43,8 @@ pub enum ErrorKind {
     /// fields are lost and the dynamic table is forgotten.
     #[error("invalid HPACK header block")]
     HpackInvalid,
-    /// A dynamic table size update above what the peer advertised.
+    /// A dynamic table size update above what the peer advertised: a decoding error (RFC 7541
+    /// §4.2); the block's fields are lost and the dynamic table is forgotten.
     #[error("HPACK table size update over the advertised limit")]
     HpackSizeUpdateOverLimit,
     /// A string longer than `Limits::max_string_bytes`: its field is unrecovered.

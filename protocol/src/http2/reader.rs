@@ -580,9 +580,6 @@ impl Reader {
         let mut errors = Vec::new();
         match self.hpack.decode(block, &mut h) {
             Ok(o) => {
-                if o.size_update_over_limit {
-                    errors.push(ErrorKind::HpackSizeUpdateOverLimit);
-                }
                 if o.too_long > 0 {
                     errors.push(ErrorKind::HpackStringTooLong);
                 }
@@ -590,10 +587,15 @@ impl Reader {
                     errors.push(ErrorKind::HeaderListTooLarge);
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 // The fields before the error are not trusted either; the decoder has
                 // forgotten its table.
-                errors.push(ErrorKind::HpackInvalid);
+                errors.push(match e {
+                    super::hpack::DecoderError::SizeUpdateOverLimit { .. } => {
+                        ErrorKind::HpackSizeUpdateOverLimit
+                    }
+                    _ => ErrorKind::HpackInvalid,
+                });
                 cx.streams.stats.hpack_resets += 1;
                 h = Headers::lost();
             }

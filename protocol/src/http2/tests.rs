@@ -506,18 +506,23 @@ fn settings_bound_frame_sizes() {
 fn table_size_updates_are_checked_against_settings() {
     let mut r = Run::new();
     r.resp(&settings(&[(1, 100)]));
-    // Size update to 4096 (0x3f e1 1f) over the server's advertised 100.
+    // Size update to 4096 (0x3f e1 1f) over the server's advertised 100: a decoding error
+    // (RFC 7541 §4.2), so the block's fields are not trusted and the table is forgotten.
     r.req(&headers(
         1,
         ES,
         &block(&[vec![0x3f, 0xe1, 0x1f], idx(2), idx(6), idx(4)]),
     ));
     r.resp(&headers(1, ES, &status(200)));
+    // The next block, with static indices only, decodes again.
+    r.req(&headers(3, ES, &block(&[idx(2), idx(6), idx(4)])));
+    r.resp(&headers(3, ES, &status(200)));
     assert_eq!(
         r.lines(),
         [
             "E request hpack_size_update_over_limit @24 s1",
-            "X 1 GET / 200 req[24-38 b0] resp[15-24 b0] - u0"
+            "X 1 - - 200 req[24-38 b0] resp[15-24 b0] - u0?",
+            "X 3 GET / 200 req[39-50 b0] resp[25-34 b0] - u0"
         ]
     );
 }

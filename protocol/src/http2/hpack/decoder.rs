@@ -82,6 +82,15 @@ pub enum DecoderError {
     /// A dynamic table size update after the first field of the block (RFC 7541 §4.2).
     #[error("dynamic table size update after a header field")]
     SizeUpdateMisplaced,
+    /// A dynamic table size update above the SETTINGS_HEADER_TABLE_SIZE the decoding peer
+    /// advertised: a decoding error (RFC 7541 §4.2, §6.3).
+    #[error("dynamic table size update to {size} over the advertised limit {limit}")]
+    SizeUpdateOverLimit {
+        /// The size asked for.
+        size: usize,
+        /// The largest size the decoding peer advertised.
+        limit: usize,
+    },
 }
 
 impl From<HuffmanError> for DecoderError {
@@ -97,8 +106,6 @@ pub struct Outcome {
     pub too_long: u32,
     /// Fields not kept because the block went over `max_list_bytes`.
     pub over_list_limit: u32,
-    /// A table size update above the limit the peer advertised (SETTINGS_HEADER_TABLE_SIZE).
-    pub size_update_over_limit: bool,
 }
 
 /// The HPACK decoding context of one direction of a connection.
@@ -137,10 +144,12 @@ impl Decoder {
         &self.table
     }
 
-    /// The largest table size the decoding peer advertised; size updates above it are
-    /// reported in [`Outcome::size_update_over_limit`].
+    /// The largest table size the decoding peer advertised (SETTINGS_HEADER_TABLE_SIZE): the
+    /// table never holds more, and a size update above it is
+    /// [`DecoderError::SizeUpdateOverLimit`].
     pub fn set_size_limit(&mut self, limit: Option<usize>) {
         self.size_limit = limit;
+        self.table.set_ceiling(limit);
     }
 
     /// A header block of this direction was (or may have been) missed: forget the table.
@@ -191,8 +200,10 @@ impl Decoder {
                     return Err(DecoderError::SizeUpdateMisplaced);
                 }
                 let size = integer(&mut buf, 5)? as usize;
-                if self.size_limit.is_some_and(|limit| size > limit) {
-                    outcome.size_update_over_limit = true;
+                if let Some(limit) = self.size_limit
+                    && size > limit
+                {
+                    return Err(DecoderError::SizeUpdateOverLimit { size, limit });
                 }
                 self.table.set_max_size(size);
                 continue;
@@ -638,17 +649,53 @@ mod tests {
         d.set_size_limit(Some(4096));
         let mut h = Headers::default();
         // 20 (size 0: table emptied, complete again), 3fe11f (4096), then an insert.
-        let o = d
-            .decode(&hex_bytes("20 3fe11f 4001 6101 31"), &mut h)
+        d.decode(&hex_bytes("20 3fe11f 4001 6101 31"), &mut h)
             .unwrap();
-        assert!(!o.size_update_over_limit);
         assert!(d.table().is_complete());
         assert_eq!(d.table().max_size(), 4096);
         assert_eq!(d.table().get(63), Lookup::Invalid);
-        // 3fe13f: 8192, over the advertised limit: reported, applied.
-        let o = d.decode(&hex_bytes("3fe13f"), &mut h).unwrap();
-        assert!(o.size_update_over_limit);
-        assert_eq!(d.table().max_size(), 8192);
+        // 3fe13f: 8192, over the advertised limit: a decoding error; not applied, and the table
+        // is forgotten (the encoder's idea of it is no longer ours).
+        let mut h = Headers::default();
+        assert_eq!(
+            d.decode(&hex_bytes("3fe13f 82"), &mut h),
+            Err(DecoderError::SizeUpdateOverLimit {
+                size: 8192,
+                limit: 4096
+            })
+        );
+        assert_eq!(d.table().max_size(), 4096);
+        assert!(!d.table().is_complete());
+        assert_eq!(d.table().get(62), Lookup::Unknown);
+        // At the limit is fine.
+        let mut h = Headers::default();
+        d.decode(&hex_bytes("3fe11f 82"), &mut h).unwrap();
+        assert_eq!(d.table().max_size(), 4096);
+    }
+
+    #[test]
+    fn the_table_never_grows_past_the_advertised_limit() {
+        // A connection joined in the middle: the encoder's size is unknown, so only our cap
+        // (64 KiB) and the peer's SETTINGS bound the table.
+        let mut d = Decoder::unsynced(DecoderLimits::default());
+        d.set_size_limit(Some(256));
+        // 40 literals with incremental indexing, each 32 + 1 + 100 bytes: 5,320 in all.
+        let mut block = Vec::new();
+        for i in 0..40u8 {
+            block.extend_from_slice(&[0x40, 0x01, b'a' + i % 26, 0x64]);
+            block.extend_from_slice(&[b'v'; 100]);
+        }
+        let mut h = Headers::default();
+        d.decode(&block, &mut h).unwrap();
+        assert!(d.table().size() <= 256, "{}", d.table().size());
+        assert_eq!(d.table().len(), 1, "one 133-byte entry fits in 256");
+        // A limit lowered later (a new SETTINGS) evicts at once.
+        d.set_size_limit(Some(100));
+        assert_eq!(d.table().size(), 0);
+        // Without a known limit, only the cap bounds it.
+        let mut d = Decoder::unsynced(DecoderLimits::default());
+        d.decode(&block, &mut h).unwrap();
+        assert_eq!(d.table().size(), 40 * 133);
     }
 
     #[test]

@@ -153,6 +153,9 @@ pub struct Table {
     max_size: usize,
     /// The most this table ever holds, whatever `max_size` says.
     cap: usize,
+    /// The decoding peer's SETTINGS_HEADER_TABLE_SIZE, when known: a conforming encoder never
+    /// uses more, so neither does this table.
+    ceiling: usize,
     /// `entries` is the encoder's whole table.
     complete: bool,
     /// Whether a size update was seen since the table became incomplete (then `max_size` is
@@ -169,6 +172,7 @@ impl Table {
             size: 0,
             max_size: DEFAULT_TABLE_SIZE,
             cap,
+            ceiling: usize::MAX,
             complete: true,
             max_known: true,
         }
@@ -274,6 +278,14 @@ impl Table {
         self.evict_to(limit);
     }
 
+    /// The decoding peer's advertised SETTINGS_HEADER_TABLE_SIZE (`None`: not known); entries
+    /// over it are evicted now and never kept.
+    pub fn set_ceiling(&mut self, ceiling: Option<usize>) {
+        self.ceiling = ceiling.unwrap_or(usize::MAX);
+        let limit = self.limit();
+        self.evict_to(limit);
+    }
+
     /// An insert may have been missed: keep nothing, trust only what comes next.
     pub fn forget(&mut self) {
         self.clear_entries();
@@ -284,11 +296,12 @@ impl Table {
     /// Where eviction starts: the encoder's maximum when it is known, else only our cap
     /// (keeping too much is harmless, keeping too little costs recoverable fields).
     fn limit(&self) -> usize {
-        if self.complete || self.max_known {
+        let limit = if self.complete || self.max_known {
             self.max_size.min(self.cap)
         } else {
             self.cap
-        }
+        };
+        limit.min(self.ceiling)
     }
 
     fn evict_to(&mut self, limit: usize) {
