@@ -173,7 +173,13 @@ impl Db {
                                 sql: op.query.filter(|_| sql_command),
                                 text: None,
                                 namespace: op.database.or_else(|| self.namespace.clone()),
-                                rows: (op.rows > 0).then_some(op.rows).or(op.affected_rows),
+                                // A result set of no rows (ended by EOF, no OK) is 0 rows.
+                                rows: (op.rows > 0).then_some(op.rows).or(op.affected_rows).or((op
+                                    .results
+                                    > 0
+                                    && op.error.is_none()
+                                    && sql_command)
+                                    .then_some(0)),
                                 error: op.error.map(|e| (e.code.to_string(), e.message)),
                                 incomplete: op.incomplete.map(|i| i.as_str()),
                                 request: op.request,
@@ -323,8 +329,10 @@ impl Db {
             .or(operation)
             .unwrap_or_else(|| self.system_name().to_owned());
         let ids = if client {
-            let pid = c.info.pid;
-            cx.links.client_request(pid, start_ns, None, None)
+            // The thread that wrote the operation's first byte.
+            let tid = req.at(op.request.first).map_or(0, |t| t.tid);
+            cx.links
+                .client_request((c.info.pid, tid), start_ns, None, None)
         } else {
             cx.links.decide_unopened(None)
         };

@@ -10,8 +10,11 @@
 //!   the client's write may be read after the server's read.
 //! * **Client request** (a process sending HTTP/2 HEADERS): its own `traceparent` if it carries
 //!   one (`adopted`); else a child of the one server request the same process is serving
-//!   (`linked`, HTTP/1 or HTTP/2); with several in flight a new trace marked `ambiguous`
-//!   (a wrong parent is worse than none); with none, a new trace.
+//!   (`linked`, HTTP/1 or HTTP/2); with several in flight, a child of the one among them whose
+//!   head was read by the thread that makes the call (`linked`: a thread-per-request server,
+//!   the rule the kernel applies to HTTP/1 calls), else a new trace marked `ambiguous` (a
+//!   wrong parent is worse than none); with none, a new trace. Database operations
+//!   (`super::db`) are linked by the same rule.
 //!
 //! Everything here is bounded: open server requests per connection and in total, and the peer
 //! table, whose oldest entries go first.
@@ -119,12 +122,21 @@ impl PeerKey {
 #[derive(Debug)]
 struct OpenServer {
     pid: u32,
+    /// The thread that read the request's head (0: not known).
+    tid: u32,
     opened_ns: u64,
     /// Decided once; `None` until something needs it.
     ids: Option<Ids>,
     /// The request's own `traceparent`, with its `tracestate`.
     incoming: Option<(TraceParent, String)>,
     peer: Option<PeerKey>,
+}
+
+/// What [`Links::serving`] found.
+enum Serving {
+    None,
+    One(OpenKey),
+    Several,
 }
 
 /// Server requests older than this are not considered in progress by the linking rule (a
@@ -171,7 +183,7 @@ impl Links {
     pub fn open_server(
         &mut self,
         key: OpenKey,
-        pid: u32,
+        (pid, tid): (u32, u32),
         now_ns: u64,
         incoming: Option<(TraceParent, String)>,
         peer: Option<PeerKey>,
@@ -180,6 +192,7 @@ impl Links {
             key,
             OpenServer {
                 pid,
+                tid,
                 opened_ns: now_ns,
                 ids: None,
                 incoming,
@@ -189,11 +202,18 @@ impl Links {
     }
 
     /// A server request whose context is already decided (the kernel's, for HTTP/1).
-    pub fn open_server_decided(&mut self, key: OpenKey, pid: u32, now_ns: u64, ids: Ids) {
+    pub fn open_server_decided(
+        &mut self,
+        key: OpenKey,
+        (pid, tid): (u32, u32),
+        now_ns: u64,
+        ids: Ids,
+    ) {
         self.insert_open(
             key,
             OpenServer {
                 pid,
+                tid,
                 opened_ns: now_ns,
                 ids: Some(ids),
                 incoming: None,
@@ -259,6 +279,7 @@ impl Links {
     pub fn decide_unopened(&mut self, peer: Option<PeerKey>) -> Ids {
         let o = OpenServer {
             pid: 0,
+            tid: 0,
             opened_ns: 0,
             ids: None,
             incoming: None,
@@ -280,52 +301,59 @@ impl Links {
         Ids::new_trace(Link::New, self.sampler)
     }
 
-    /// The context of a client request process `pid` starts at `now_ns`, given the request's
-    /// own `traceparent` (and `tracestate`) if it carries one. `peer` names it for the server
-    /// end.
+    /// The context of a client request that thread `tid` of process `pid` starts at `now_ns`,
+    /// given the request's own `traceparent` (and `tracestate`) if it carries one. `peer` names
+    /// it for the server end.
     pub fn client_request(
         &mut self,
-        pid: u32,
+        (pid, tid): (u32, u32),
         now_ns: u64,
         own: Option<(TraceParent, String)>,
         peer: Option<PeerKey>,
     ) -> Ids {
         let ids = match own {
             Some((tp, state)) => Ids::from_header(&tp, state, Link::Adopted),
-            None => {
-                // Whether none, one or several are live is all that matters.
-                let live: Vec<OpenKey> = self
-                    .by_pid
-                    .get(&pid)
-                    .map(|keys| {
-                        keys.iter()
-                            .filter(|k| {
-                                self.open.get(k).is_some_and(|o| {
-                                    now_ns.saturating_sub(o.opened_ns) < OPEN_STALE_NS
-                                })
-                            })
-                            .take(2)
-                            .copied()
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                match live[..] {
-                    [one] => {
-                        let parent = self.server_ids(one);
-                        match parent {
-                            Some(p) => Ids::child_of(&p, Link::Linked),
-                            None => Ids::new_trace(Link::New, self.sampler),
-                        }
-                    }
-                    [] => Ids::new_trace(Link::New, self.sampler),
-                    _ => Ids::new_trace(Link::Ambiguous, self.sampler),
-                }
-            }
+            None => match self.serving(pid, tid, now_ns) {
+                Serving::One(key) => match self.server_ids(key) {
+                    Some(p) => Ids::child_of(&p, Link::Linked),
+                    None => Ids::new_trace(Link::New, self.sampler),
+                },
+                Serving::None => Ids::new_trace(Link::New, self.sampler),
+                Serving::Several => Ids::new_trace(Link::Ambiguous, self.sampler),
+            },
         };
         if let Some(p) = peer {
             self.publish_peer(p, &ids, now_ns);
         }
         ids
+    }
+
+    /// Which request thread `tid` of process `pid` serves at `now_ns`: the one live request of
+    /// the process, else the one among them whose head the thread read (0: any thread).
+    fn serving(&self, pid: u32, tid: u32, now_ns: u64) -> Serving {
+        let Some(keys) = self.by_pid.get(&pid) else {
+            return Serving::None;
+        };
+        let (mut live, mut first) = (0usize, None);
+        let (mut on_thread, mut thread_key) = (0usize, None);
+        for k in keys {
+            let Some(o) = self.open.get(k) else { continue };
+            if now_ns.saturating_sub(o.opened_ns) >= OPEN_STALE_NS {
+                continue;
+            }
+            live += 1;
+            first.get_or_insert(*k);
+            if tid != 0 && o.tid == tid {
+                on_thread += 1;
+                thread_key.get_or_insert(*k);
+            }
+        }
+        match (live, on_thread) {
+            (0, _) => Serving::None,
+            (1, _) => first.map_or(Serving::None, Serving::One),
+            (_, 1) => thread_key.map_or(Serving::None, Serving::One),
+            _ => Serving::Several,
+        }
     }
 
     /// The decided context of an open server request (decided now if needed).
@@ -396,8 +424,8 @@ mod tests {
     #[test]
     fn a_client_call_is_the_child_of_the_one_request_its_process_serves() {
         let mut l = Links::default();
-        l.open_server((1, 1), 10, 0, Some((tp(7, 8), "a=b".into())), None);
-        let c = l.client_request(10, 5, None, None);
+        l.open_server((1, 1), (10, 0), 0, Some((tp(7, 8), "a=b".into())), None);
+        let c = l.client_request((10, 0), 5, None, None);
         assert_eq!(c.link, Link::Linked);
         assert_eq!(c.trace_id, TraceId([7; 16]));
         let server = l.close_server((1, 1)).unwrap();
@@ -410,27 +438,56 @@ mod tests {
         );
         assert_eq!(server.trace_state, "a=b");
         // Another process's calls are not linked to it.
-        assert_eq!(l.client_request(11, 6, None, None).link, Link::New);
+        assert_eq!(l.client_request((11, 0), 6, None, None).link, Link::New);
     }
 
     #[test]
     fn two_requests_in_flight_make_a_call_ambiguous_and_stale_ones_do_not_count() {
         let mut l = Links::default();
-        l.open_server((1, 1), 10, 0, None, None);
-        l.open_server((1, 3), 10, 1, None, None);
-        let c = l.client_request(10, 2, None, None);
+        l.open_server((1, 1), (10, 0), 0, None, None);
+        l.open_server((1, 3), (10, 0), 1, None, None);
+        let c = l.client_request((10, 0), 2, None, None);
         assert_eq!((c.link, c.parent), (Link::Ambiguous, None));
         // 31 s later both are stale: a new request alone links again.
-        l.open_server((2, 1), 10, 31_000_000_000, None, None);
-        let c = l.client_request(10, 31_000_000_001, None, None);
+        l.open_server((2, 1), (10, 0), 31_000_000_000, None, None);
+        let c = l.client_request((10, 0), 31_000_000_001, None, None);
         assert_eq!(c.link, Link::Linked);
+    }
+
+    #[test]
+    fn with_several_in_flight_the_thread_that_read_a_request_links_to_it() {
+        let mut l = Links::default();
+        // A thread-per-request server: threads 101 and 102 each serve one request.
+        l.open_server((1, 1), (10, 101), 0, None, None);
+        l.open_server((2, 1), (10, 102), 1, None, None);
+        let on_102 = l.client_request((10, 102), 2, None, None);
+        assert_eq!(on_102.link, Link::Linked);
+        let second = l.close_server((2, 1)).unwrap();
+        assert_eq!(on_102.parent, Some(second.span_id));
+        // A thread that read neither (a worker pool) or one that read two (an event loop):
+        // ambiguous, never a guess.
+        l.open_server((2, 1), (10, 102), 3, None, None);
+        assert_eq!(
+            l.client_request((10, 103), 4, None, None).link,
+            Link::Ambiguous
+        );
+        l.open_server((3, 1), (10, 101), 5, None, None);
+        assert_eq!(
+            l.client_request((10, 101), 6, None, None).link,
+            Link::Ambiguous
+        );
+        // Thread unknown: the process rule alone.
+        assert_eq!(
+            l.client_request((10, 0), 7, None, None).link,
+            Link::Ambiguous
+        );
     }
 
     #[test]
     fn a_call_that_carries_traceparent_is_adopted() {
         let mut l = Links::default();
-        l.open_server((1, 1), 10, 0, None, None);
-        let c = l.client_request(10, 1, Some((tp(3, 4), String::new())), None);
+        l.open_server((1, 1), (10, 0), 0, None, None);
+        let c = l.client_request((10, 0), 1, Some((tp(3, 4), String::new())), None);
         assert_eq!(c.link, Link::Adopted);
         assert_eq!(
             (c.trace_id, c.parent),
@@ -456,8 +513,8 @@ mod tests {
         let from_server = PeerKey::of(Some(v6(s)), Some(v6(c)), false, 5);
         assert_eq!(from_client, from_server);
         // The server read is processed before the client's write record: decided later.
-        l.open_server((9, 5), 20, 0, None, from_server);
-        let client = l.client_request(10, 1, None, from_client);
+        l.open_server((9, 5), (20, 0), 0, None, from_server);
+        let client = l.client_request((10, 0), 1, None, from_client);
         let server = l.close_server((9, 5)).unwrap();
         assert_eq!(server.link, Link::Peer);
         assert_eq!(server.trace_id, client.trace_id);
@@ -486,7 +543,7 @@ mod tests {
         assert_eq!(l.peers_len(), 1);
         assert_eq!(l.dropped_peers, 10);
         for i in 0..(MAX_OPEN as u64 + 3) {
-            l.open_server((1, i), 1, i, None, None);
+            l.open_server((1, i), (1, 0), i, None, None);
         }
         assert_eq!(l.open_len(), MAX_OPEN);
         assert_eq!(l.dropped_open, 3);

@@ -302,7 +302,7 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
                 // are its children.
                 self.parts.links.open_server_decided(
                     (conn.id, ctx.seq),
-                    conn.pid,
+                    (conn.pid, ctx.meta.tid),
                     ctx.meta.exit_ns,
                     kernel_ids(&ctx),
                 );

@@ -84,7 +84,12 @@ impl Http2 {
                 },
             );
             let (id, pid) = (cx.id(), cx.conn.info.pid);
-            cx.links.open_server_decided((id, 1), pid, start_ns, ids);
+            // The thread that read the upgrade request (its last chunk).
+            let tid = cx.conn.timing[dir_idx(request_dir)]
+                .last()
+                .map_or(0, |t| t.tid);
+            cx.links
+                .open_server_decided((id, 1), (pid, tid), start_ns, ids);
         }
         h
     }
@@ -106,13 +111,13 @@ impl Http2 {
         let id = cx.id();
         let started: Vec<(u32, u64)> = self.parser.take_started().collect();
         for (sid, first) in started {
-            let start_ns = cx.conn.timing[dir_idx(self.request_dir)]
-                .at(first)
-                .map_or(now_ns, |t| if client { t.enter_ns } else { t.exit_ns });
+            let at = cx.conn.timing[dir_idx(self.request_dir)].at(first);
+            let start_ns = at.map_or(now_ns, |t| if client { t.enter_ns } else { t.exit_ns });
+            // The thread that wrote (client) or read (server) the HEADERS.
+            let task = (cx.conn.info.pid, at.map_or(0, |t| t.tid));
             let own = self.parser.request(sid).and_then(incoming_ctx);
             let info = &cx.conn.info;
             let peer = PeerKey::of(info.local, info.remote, client, sid);
-            let pid = info.pid;
             let ids = if client {
                 // What the kernel did with the request's HEADERS, when it followed them.
                 Some(match cx.conn.take_ctx(CtxKind::H2Client, u64::from(sid)) {
@@ -130,13 +135,13 @@ impl Http2 {
                     }
                     Some(k) => Ids {
                         inject: Some(k.inject),
-                        ..cx.links.client_request(pid, now_ns, own, peer)
+                        ..cx.links.client_request(task, now_ns, own, peer)
                     },
-                    None => cx.links.client_request(pid, now_ns, own, peer),
+                    None => cx.links.client_request(task, now_ns, own, peer),
                 })
             } else {
                 cx.links
-                    .open_server((id, u64::from(sid)), pid, start_ns, own, peer);
+                    .open_server((id, u64::from(sid)), task, start_ns, own, peer);
                 None
             };
             self.streams.insert(sid, Stream { start_ns, ids });
@@ -212,7 +217,12 @@ impl Http2 {
                 // Its HEADERS were not seen: decided now, from what is known.
                 None => {
                     let own = x.request.as_ref().and_then(incoming_ctx);
-                    cx.links.client_request(c.info.pid, start_ns, own, peer)
+                    let tid = x
+                        .request_extent
+                        .and_then(|e| req_timing.at(e.first))
+                        .map_or(0, |t| t.tid);
+                    cx.links
+                        .client_request((c.info.pid, tid), start_ns, own, peer)
                 }
             }
         } else {
