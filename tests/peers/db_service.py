@@ -46,6 +46,9 @@ class Handler(BaseHTTPRequestHandler):
             host="127.0.0.1",
             port=ARGS.redis_port,
             db=i + 1,
+            # RESP2: redis-py 8 would otherwise open with HELLO 3 and CLIENT MAINT_NOTIFICATIONS
+            # (an error on Redis 7.0), two more operations per request.
+            protocol=2,
             lib_name=None,
             lib_version=None,
         )

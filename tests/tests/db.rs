@@ -705,6 +705,9 @@ fn postgres_psycopg_spans() {
             "INSERT users",
             "INSERT INTO users (id, name) VALUES ($1, $2)",
         ),
+        // prepare=True: the statement is prepared in a round trip of its own (Parse + Sync),
+        // a span without rows, then executed twice by name.
+        sql("SELECT users", "SELECT name FROM users WHERE id = $1"),
         sql("SELECT users", "SELECT name FROM users WHERE id = $1").rows(1),
         sql("SELECT users", "SELECT name FROM users WHERE id = $1").rows(1),
         sql("SELECT missing_table", "SELECT * FROM missing_table").error("42P01"),
