@@ -42,6 +42,13 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     // the C parts of ring for the static (musl) agent binary of the image
     "musl-tools",
+    // tests/tests/db.rs: real database servers (PostgreSQL 15, MariaDB 10.11, Redis 7.0),
+    // started by the tests themselves (policy-rc.d keeps the packages from starting them);
+    // util-linux's setpriv runs postgres as the `postgres` user the package creates
+    "postgresql",
+    "mariadb-server",
+    "redis-server",
+    "util-linux",
     // the kernel matrix (`cargo xtask vm-test`): QEMU, and cpio for the initramfs
     "qemu-system-x86",
     "cpio",
