@@ -28,6 +28,7 @@ mod context;
 mod doctor;
 mod filter;
 mod h2ctx;
+mod hookcost;
 mod inject;
 mod maps;
 mod process;

@@ -370,7 +370,9 @@ fn on_host(sonde: &Path, peer: &Path) -> Result<String> {
         .env("PEER", peer)
         .env("OUT", &out)
         .env("CG2", cg2)
-        .env("MPORT", mport.to_string());
+        .env("MPORT", mport.to_string())
+        // Not emulated: more calls per round for a steady figure.
+        .env("HOOK_ITERATIONS", "50000");
     run_logged(sh, "host", HOST_TIMEOUT)
 }
 
@@ -767,6 +769,7 @@ fn judge(k: &Kernel, o: &Output, elapsed: Duration) -> Row {
     if let Some(p) = summary.as_ref().and_then(|s| s["programs"].as_array()) {
         notes.push(program_stats(p));
     }
+    notes.push(hook_cost(o));
     let cells = vec![
         boot,
         doctor_exit,
@@ -821,6 +824,52 @@ fn program_stats(programs: &[Value]) -> String {
         "BPF run time during the run: {total} ns in {runs} program runs ({} ns a run); top: {}",
         total / runs,
         top.join(", ")
+    )
+}
+
+/// `sonde doctor --hook-cost` on that kernel, in one line: per hook type the time it adds to
+/// a send (and the part inside the programs). Informational: the cells judge, this informs.
+fn hook_cost(o: &Output) -> String {
+    let Some(cost) = o.json("hookcost.json") else {
+        return format!(
+            "hook cost: not measured (exit {}): {}",
+            o.fact("hookcost-exit").unwrap_or("?"),
+            o.sections
+                .get("hookcost.err")
+                .map(|s| s.trim())
+                .unwrap_or("")
+        );
+    };
+    let ns = |v: &Value| v.as_f64().map(|v| format!("{v:.0}"));
+    let rows = cost["rows"].as_array().cloned().unwrap_or_default();
+    let base = rows
+        .iter()
+        .find(|r| r["hook"] == "none")
+        .and_then(|r| ns(&r["ns_per_call"]))
+        .unwrap_or_else(|| "?".into());
+    let hooks: Vec<String> = rows
+        .iter()
+        .filter(|r| r["hook"] != "none")
+        .map(|r| {
+            let name = r["hook"].as_str().unwrap_or("?");
+            match r["unavailable"].as_str() {
+                Some(why) => format!(
+                    "{name} unavailable ({})",
+                    excerpt(why).lines().next().unwrap_or("")
+                ),
+                None => format!(
+                    "{name} +{} ns ({} in programs)",
+                    ns(&r["added_ns"]).unwrap_or_else(|| "?".into()),
+                    ns(&r["bpf_ns"]).unwrap_or_else(|| "?".into())
+                ),
+            }
+        })
+        .collect();
+    format!(
+        "hook cost per send (send + recv {base} ns untraced, median of {} x {}): {}",
+        cost["rounds"],
+        cost["iterations"],
+        hooks.join(", ")
     )
 }
 

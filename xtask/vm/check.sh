@@ -38,6 +38,13 @@ say start "$(date +%s)"
 say doctor-exit $?
 dump doctor.json "$OUT/doctor.json"
 dump doctor.err "$OUT/doctor.err"
+# What one traced send costs through each hook type on this kernel (tracepoints, sonde's path,
+# against fentry + fexit and fexit alone): informational, printed under the table.
+"$SONDE" doctor --hook-cost --json --iterations "${HOOK_ITERATIONS:-5000}" \
+    >"$OUT/hookcost.json" 2>"$OUT/hookcost.err"
+say hookcost-exit $?
+dump hookcost.json "$OUT/hookcost.json"
+dump hookcost.err "$OUT/hookcost.err"
 
 # Only the peers are traced: they run in a cgroup of their own (on the host, nothing else is
 # touched). Spans go out every 200 ms instead of every 5 s.

@@ -50,6 +50,21 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Instead of the checks, measure what one traced send costs on this kernel through
+        /// each hook type (syscall tracepoints, fentry + fexit, fexit), on a loopback TCP pair.
+        #[arg(long)]
+        hook_cost: bool,
+        /// Calls per hook and round for --hook-cost.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 20_000,
+            requires = "hook_cost"
+        )]
+        iterations: u64,
+        /// Rounds for --hook-cost (the figure is each hook's median).
+        #[arg(long, value_name = "N", default_value_t = 5, requires = "hook_cost")]
+        rounds: u32,
     },
 }
 
@@ -60,7 +75,13 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(*args),
         Command::Replay(args) => replay::replay(args),
         Command::Targets { address, json } => targets::targets(&address, json),
-        Command::Doctor { json } => {
+        Command::Doctor {
+            json,
+            hook_cost: true,
+            iterations,
+            rounds,
+        } => hook_cost(json, iterations, rounds),
+        Command::Doctor { json, .. } => {
             let report = doctor::run();
             if json {
                 println!(
@@ -86,4 +107,24 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .try_init();
+}
+
+fn hook_cost(json: bool, iterations: u64, rounds: u32) -> ExitCode {
+    match crate::probes::hookcost::measure(iterations.max(1), rounds.max(1)) {
+        Ok(cost) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&cost).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(cost) => {
+            print!("{}", cost.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sonde doctor --hook-cost: {}", run::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
 }

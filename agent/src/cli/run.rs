@@ -65,7 +65,7 @@ pub enum RunError {
 }
 
 /// The error and each cause under it, one per line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -5,6 +5,7 @@
 //! itself is never traced) and attaches every tracepoint. Dropping [`Probes`] detaches them all;
 //! if the agent dies, the kernel releases them with its file descriptors.
 
+pub mod hookcost;
 pub mod offsets;
 pub mod support;
 pub mod tracefs;

@@ -38,7 +38,8 @@ pub struct ProgramSupport {
     pub sk_msg: Support,
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+/// The error and its causes on one line, `: `-separated.
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
