@@ -43,7 +43,7 @@ OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$SINK_PORT OTEL_BSP_SCHEDULE_DELAY=
 SP=$!
 for _ in $(seq 1 300); do grep -q tracing "$D/sonde.log" && break; sleep 0.1; done
 C0=$(awk '{print $14+$15}' "/proc/$SP/stat")
-perf record -F 999 -g -p "$SP" -o "$D/perf.data" -- sleep 9 > /dev/null 2>&1 &
+perf record -F 999 ${PERF_CG:--g} -p "$SP" -o "$D/perf.data" -- sleep 9 > /dev/null 2>&1 &
 PF=$!
 if [ -n "${RATE:-}" ]; then
   W=$(( RATE / 100 < 1 ? 1 : (RATE / 100 > 200 ? 200 : RATE / 100) ))

@@ -1,17 +1,12 @@
-//! The `sonde` binary: the allocator tuned, then the command line ([`sonde::cli`]).
+//! The `sonde` binary: the allocator, then the command line ([`sonde::cli`]).
+
+/// mimalloc: the agent allocates and frees small buffers for every event and span, where
+/// glibc's malloc took about a fifth of its CPU (`bench/profile.sh`). Without transparent huge
+/// pages (`no_thp`): a batch's encode buffer would otherwise fault in, and zero, 2 MiB pages
+/// each time it is allocated again, and RSS would grow by whole huge pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    tune_allocator();
     sonde::cli::main()
-}
-
-/// glibc raises its mmap threshold each time a large mmapped block is freed, so after the
-/// start-up frees the kernel BTF (megabytes), later large buffers come from the heap and stay
-/// there. A fixed threshold keeps large buffers in their own mappings, returned when freed.
-fn tune_allocator() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt before any thread exists; it only sets an allocator parameter.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
 }

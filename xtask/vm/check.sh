@@ -40,7 +40,7 @@ dump doctor.json "$OUT/doctor.json"
 dump doctor.err "$OUT/doctor.err"
 # What one traced send costs through each hook type on this kernel (tracepoints, sonde's path,
 # against fentry + fexit and fexit alone): informational, printed under the table.
-"$SONDE" doctor --hook-cost --json --iterations "${HOOK_ITERATIONS:-5000}" \
+"$SONDE" doctor --hook-cost --json --iterations "${HOOK_ITERATIONS:-5000}" --rounds 11 \
     >"$OUT/hookcost.json" 2>"$OUT/hookcost.err"
 say hookcost-exit $?
 dump hookcost.json "$OUT/hookcost.json"
