@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use regex::Regex;
 use serde::Deserialize;
-use sonde_model::{KeyValue, Resource, Span, Value};
+use sonde_model::{KeyValue, Resource, SmolStr, Span, Value};
 
 /// Headers never captured, whatever the configuration says.
 pub const ALWAYS_SENSITIVE: &[&str] = &[
@@ -180,6 +180,20 @@ impl Policy {
         }
     }
 
+    /// [`Self::redact_str`] for an attribute string: replaced only when a rule matched.
+    fn redact_smol(&self, s: &mut SmolStr) {
+        let mut out: Option<String> = None;
+        for (re, with) in &self.redact {
+            let cur = out.as_deref().unwrap_or(s.as_str());
+            if let std::borrow::Cow::Owned(o) = re.replace_all(cur, with.as_str()) {
+                out = Some(o);
+            }
+        }
+        if let Some(o) = out {
+            *s = SmolStr::from(o);
+        }
+    }
+
     fn clean(&self, attrs: &mut Vec<KeyValue>) {
         if !self.deny.is_empty() {
             attrs.retain(|kv| !matches(&self.deny, &kv.key));
@@ -189,7 +203,7 @@ impl Policy {
         }
         for kv in attrs {
             match &mut kv.value {
-                Value::Str(s) => self.redact_str(s),
+                Value::Str(s) => self.redact_smol(s),
                 Value::StrArray(v) => v.iter_mut().for_each(|s| self.redact_str(s)),
                 _ => {}
             }
@@ -214,7 +228,7 @@ impl Policy {
         self.clean(&mut clean.attributes);
         for kv in &mut clean.attributes {
             if let (true, Value::Str(s)) = (kv.key == "process.command_line", &mut kv.value) {
-                *s = redact_command_line(s);
+                *s = SmolStr::from(redact_command_line(s));
             }
         }
         let clean = Arc::new(clean);
@@ -229,7 +243,7 @@ impl Policy {
 /// The route of a span: `http.route`, or `rpc.service/rpc.method`.
 pub fn route_of(span: &Span) -> Option<String> {
     if let Some(Value::Str(r)) = span.attr("http.route") {
-        return Some(r.clone());
+        return Some(r.to_string());
     }
     match (span.attr("rpc.service"), span.attr("rpc.method")) {
         (Some(Value::Str(s)), Some(Value::Str(m))) => Some(format!("{s}/{m}")),

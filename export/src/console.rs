@@ -72,7 +72,7 @@ fn code(span: &Span) -> String {
         span.attr("rpc.grpc.status_code"),
     ) {
         (Some(Value::Int(c)), _) => c.to_string(),
-        (Some(Value::Str(c)), _) => c.clone(),
+        (Some(Value::Str(c)), _) => c.to_string(),
         (_, Some(Value::Int(c))) => format!("grpc={c}"),
         _ => "-".to_owned(),
     }

@@ -145,7 +145,7 @@ pub fn kv_to_proto(kv: &KeyValue) -> PbKeyValue {
 /// [`kv_to_proto`] taking the attribute: its strings move instead of being copied.
 pub fn kv_into_proto(kv: KeyValue) -> PbKeyValue {
     let v = match kv.value {
-        Value::Str(s) => any_value::Value::StringValue(s),
+        Value::Str(s) => any_value::Value::StringValue(s.into()),
         Value::StrArray(items) => any_value::Value::ArrayValue(ArrayValue {
             values: items
                 .into_iter()
@@ -170,7 +170,7 @@ pub fn kv_into_proto(kv: KeyValue) -> PbKeyValue {
 
 pub fn value_to_proto(value: &Value) -> AnyValue {
     let v = match value {
-        Value::Str(s) => any_value::Value::StringValue(s.clone()),
+        Value::Str(s) => any_value::Value::StringValue(s.to_string()),
         Value::Int(i) => any_value::Value::IntValue(*i),
         Value::Bool(b) => any_value::Value::BoolValue(*b),
         Value::Double(d) => any_value::Value::DoubleValue(*d),

@@ -320,7 +320,7 @@ mod tests {
                 kv("http.response.status_code", Value::Int(200)),
                 kv("negative", Value::Int(-7)),
                 kv("zero", Value::Int(0)),
-                kv("empty", Value::Str(String::new())),
+                kv("empty", Value::Str("".into())),
                 kv("flag", Value::Bool(true)),
                 kv("off", Value::Bool(false)),
                 kv("ratio", Value::Double(0.25)),
@@ -332,7 +332,7 @@ mod tests {
                 kv("none", Value::StrArray(Vec::new())),
                 KeyValue {
                     key: Cow::Owned("owned.key".into()),
-                    value: Value::Str("x".repeat(300)),
+                    value: Value::Str("x".repeat(300).into()),
                 },
             ],
             status: Status::default(),

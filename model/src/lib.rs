@@ -79,10 +79,15 @@ pub struct Status {
     pub message: String,
 }
 
+pub use smol_str::SmolStr;
+
 /// A typed attribute value, as in OTLP's `AnyValue` (the subset sonde produces).
+///
+/// Strings are [`SmolStr`]: up to 23 bytes inline (most values: methods, addresses, routes,
+/// short paths) and shared beyond, so building and cloning a span's attributes allocates little.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
-    Str(String),
+    Str(SmolStr),
     Int(i64),
     Bool(bool),
     Double(f64),
@@ -91,12 +96,24 @@ pub enum Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
-        Self::Str(s.to_owned())
+        Self::Str(SmolStr::new(s))
+    }
+}
+
+impl From<&String> for Value {
+    fn from(s: &String) -> Self {
+        Self::Str(SmolStr::new(s))
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Self {
+        Self::Str(SmolStr::from(s))
+    }
+}
+
+impl From<SmolStr> for Value {
+    fn from(s: SmolStr) -> Self {
         Self::Str(s)
     }
 }

@@ -20,7 +20,7 @@ const MAX_SERVERS: usize = 8192;
 
 fn attr_string(span: &Span, key: &str) -> Option<String> {
     match span.attr(key)? {
-        Value::Str(s) => Some(s.clone()),
+        Value::Str(s) => Some(s.to_string()),
         Value::Int(i) => Some(i.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         Value::Double(d) => Some(d.to_string()),

@@ -189,20 +189,20 @@ pub(super) fn server_addresses(
 ) {
     match host {
         Some((h, p)) if !h.is_empty() => {
-            push(attrs, "server.address", h.to_owned());
+            push(attrs, "server.address", h);
             if let Some(p) = p.or(conn.local.map(|a| a.port())) {
                 push(attrs, "server.port", i64::from(p));
             }
         }
         _ => {
             if let (Some(l), Some(lip)) = (conn.local, &strings.local_ip) {
-                push(attrs, "server.address", lip.clone());
+                push(attrs, "server.address", lip);
                 push(attrs, "server.port", i64::from(l.port()));
             }
         }
     }
     if let (Some(r), Some(rip)) = (conn.remote, &strings.remote_ip) {
-        push(attrs, "client.address", rip.clone());
+        push(attrs, "client.address", rip);
         push(attrs, "client.port", i64::from(r.port()));
     }
 }
@@ -274,10 +274,10 @@ pub fn exchange_span(
     let req = &x.request;
     let (path, query) = split_target(&req.target);
     let route = route(path, &config.route_patterns);
-    let method = if KNOWN_METHODS.contains(&req.method.as_str()) {
-        req.method.clone()
+    let method: &str = if KNOWN_METHODS.contains(&req.method.as_str()) {
+        &req.method
     } else {
-        "_OTHER".to_owned()
+        "_OTHER"
     };
 
     // Timing.
@@ -305,33 +305,28 @@ pub fn exchange_span(
 
     let scheme = if conn.tls { "https" } else { "http" };
     let mut attrs = Vec::with_capacity(24);
-    push(&mut attrs, "http.request.method", method.clone());
+    push(&mut attrs, "http.request.method", method);
     if method == "_OTHER" {
         push(
             &mut attrs,
             "http.request.method_original",
-            req.method.clone(),
+            req.method.as_str(),
         );
     }
-    let host_header = req.headers.get_str("host").map(str::to_owned);
+    let host_header = req.headers.get_str("host");
     let query = query.map(|q| redact_query(q, &config.query_allowlist));
     match kind {
         SpanKind::Server => {
-            push(&mut attrs, "url.path", path.to_owned());
+            push(&mut attrs, "url.path", path);
             if let Some(q) = &query {
-                push(&mut attrs, "url.query", q.clone());
+                push(&mut attrs, "url.query", q);
             }
             push(&mut attrs, "url.scheme", scheme);
-            push(&mut attrs, "http.route", route.clone());
-            server_addresses(
-                &mut attrs,
-                host_header.as_deref().map(split_host),
-                conn,
-                strings,
-            );
+            push(&mut attrs, "http.route", &route);
+            server_addresses(&mut attrs, host_header.map(split_host), conn, strings);
         }
         _ => {
-            let (host, port) = called_server(host_header.as_deref().map(split_host), conn, strings);
+            let (host, port) = called_server(host_header.map(split_host), conn, strings);
             let default_port = if conn.tls { 443 } else { 80 };
             let authority = match port {
                 Some(p) if p != default_port => format!("{host}:{p}"),
@@ -348,11 +343,11 @@ pub fn exchange_span(
             if let Some(p) = port {
                 push(&mut attrs, "server.port", i64::from(p));
             }
-            push(&mut attrs, "http.route", route.clone());
+            push(&mut attrs, "http.route", &route);
         }
     }
     if let (Some(r), Some(rip)) = (conn.remote, &strings.remote_ip) {
-        push(&mut attrs, "network.peer.address", rip.clone());
+        push(&mut attrs, "network.peer.address", rip);
         push(&mut attrs, "network.peer.port", i64::from(r.port()));
     }
     push(&mut attrs, "network.transport", "tcp");
@@ -363,7 +358,7 @@ pub fn exchange_span(
         if req.minor_version == 0 { "1.0" } else { "1.1" },
     );
     if let Some(ua) = req.headers.get_str("user-agent") {
-        push(&mut attrs, "user_agent.original", ua.to_owned());
+        push(&mut attrs, "user_agent.original", ua);
     }
     capture_headers(
         &mut attrs,

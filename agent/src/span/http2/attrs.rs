@@ -99,7 +99,7 @@ pub fn stream_span(
         }
     }
     if let (Some(r), Some(rip)) = (conn.remote, &strings.remote_ip) {
-        push(&mut attrs, "network.peer.address", rip.clone());
+        push(&mut attrs, "network.peer.address", rip);
         push(&mut attrs, "network.peer.port", i64::from(r.port()));
     }
     push(&mut attrs, "network.transport", "tcp");
@@ -122,7 +122,7 @@ pub fn stream_span(
         );
     }
     if let Some(ua) = req.and_then(|r| r.headers.get_str("user-agent")) {
-        push(&mut attrs, "user_agent.original", ua.to_owned());
+        push(&mut attrs, "user_agent.original", ua);
     }
     push(&mut attrs, "sonde.h2.stream_id", i64::from(x.stream_id));
     let unrecovered = x.unrecovered();
@@ -232,10 +232,10 @@ fn grpc_attrs(
 ) -> (String, Status) {
     push(attrs, "rpc.system", "grpc");
     if let Some(s) = &call.service {
-        push(attrs, "rpc.service", s.clone());
+        push(attrs, "rpc.service", s);
     }
     if let Some(m) = &call.method {
-        push(attrs, "rpc.method", m.clone());
+        push(attrs, "rpc.method", m);
     }
     if let Some(s) = call.status {
         push(attrs, "rpc.grpc.status_code", i64::from(s));
@@ -316,16 +316,16 @@ fn http_attrs(
     } else {
         "_OTHER".to_owned()
     };
-    push(attrs, "http.request.method", method.clone());
+    push(attrs, "http.request.method", &method);
     if method == "_OTHER" && !method_raw.is_empty() {
-        push(attrs, "http.request.method_original", method_raw.to_owned());
+        push(attrs, "http.request.method_original", method_raw);
     }
     let name = match req.path.as_deref() {
         Some(target) => {
             let (path, query) = split_target(target);
             let route = route(path, &config.route_patterns);
             if kind == SpanKind::Server {
-                push(attrs, "url.path", path.to_owned());
+                push(attrs, "url.path", path);
                 if let Some(q) = query {
                     push(attrs, "url.query", redact_query(q, &config.query_allowlist));
                 }
@@ -335,7 +335,7 @@ fn http_attrs(
                     req.scheme.clone().unwrap_or_else(|| "http".to_owned()),
                 );
             }
-            push(attrs, "http.route", route.clone());
+            push(attrs, "http.route", &route);
             format!("{} {route}", method_for_name(method_raw))
         }
         None => method_for_name(method_raw).to_owned(),
