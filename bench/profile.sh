@@ -55,13 +55,15 @@ else
 fi
 wait "$PF"
 C1=$(awk '{print $14+$15}' "/proc/$SP/stat")
+HWM=$(awk '/VmHWM/ {print $2}' "/proc/$SP/status")
 kill -INT "$SP"
 wait "$SP" || true
 TICK=$(getconf CLK_TCK)
-python3 - "$D/summary.json" "$REQ" "$((C1 - C0))" "$TICK" <<'P'
+python3 - "$D/summary.json" "$REQ" "$((C1 - C0))" "$TICK" "$HWM" <<'P'
 import json, sys
 summary, req, ticks, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-print(f"requests {req}, agent CPU {ticks / hz:.2f} s = {ticks / hz * 1e6 / req:.2f} us per request")
+print(f"requests {req}, agent CPU {ticks / hz:.2f} s = {ticks / hz * 1e6 / req:.2f} us per request, "
+      f"agent peak RSS {int(sys.argv[5]) / 1024:.1f} MiB")
 e = json.load(open(summary)).get("export")
 if e:
     print(f"spans created {e['created']}, exported {e['exported']}, dropped {e['dropped']}")

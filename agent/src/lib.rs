@@ -4,6 +4,7 @@
 //! `events` (typed kernel records), `conn` (per-connection reassembly), then protocol parsing,
 //! spans and export. `capture` runs the live pipeline; `cli` is the command line.
 
+pub mod alloc;
 pub mod capture;
 pub mod cgroup;
 pub mod cli;

@@ -496,6 +496,7 @@ async fn capture_until<S: StreamSink + Observed + Send + 'static>(
     let ready = tokio::task::spawn_blocking(move || handle.wait_ready().map(|_| handle)).await?;
     let handle = ready?;
     eprintln!("sonde: tracing {who}; Ctrl-C to stop");
+    crate::alloc::steady();
     wait_for_stop(duration).await;
     Ok(tokio::task::spawn_blocking(move || handle.stop()).await??)
 }
