@@ -61,7 +61,7 @@ def pg_local_port(conn):
 
 def pg_setup(a):
     """As the superuser: user `app` with a password set by ALTER USER, database `shop` with a
-    table `users`, and `--tables` more tables of one row each."""
+    table `users`, and `--tables` more tables of three rows each."""
     su = retry("postgres login", lambda: pg_connect(a, "postgres", a.su_password, "postgres"))
     su.execute("CREATE USER app")
     su.execute("ALTER USER app PASSWORD '%s'" % a.password)

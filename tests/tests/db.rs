@@ -239,6 +239,17 @@ fn start_postgres(cg: Option<&TestCgroup>, su_password: &str) -> Server {
 }
 
 /// MariaDB with a fresh system database (root without a password, from 127.0.0.1 only).
+/// Creates the `app` user (password `app_pw`), its database `shop` with table `users`, and
+/// `tables` (three rows each), as the superuser; untraced.
+fn pg_setup(pg: &Server, su_pw: &str, app_pw: &str, tables: &[String]) {
+    let tables = tables.join(",");
+    let mut args = vec!["--su-password", su_pw, "--password", app_pw];
+    if !tables.is_empty() {
+        args.extend(["--tables", &tables]);
+    }
+    client(None, "pg-setup", pg.port, &args);
+}
+
 fn start_mariadb() -> Server {
     let install = find_bin(
         &["mariadb-install-db".into(), "mysql_install_db".into()],
@@ -682,12 +693,7 @@ fn postgres_psycopg_spans() {
     let app_pw = unique("pg-app-secret");
     let (sonde, pg) = with_sonde(&cg, || {
         let pg = start_postgres(None, &su_pw);
-        client(
-            None,
-            "pg-setup",
-            pg.port,
-            &["--su-password", &su_pw, "--password", &app_pw],
-        );
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
         pg
     });
     let did = client(Some(&cg), "pg-client", pg.port, &["--password", &app_pw]);
@@ -936,19 +942,7 @@ fn http_request_and_its_queries_are_one_trace() {
     let tables: Vec<String> = (0..N).map(|i| format!("item_{i}")).collect();
     let (sonde, (pg, redis)) = with_sonde(&cg, || {
         let pg = start_postgres(None, &su_pw);
-        client(
-            None,
-            "pg-setup",
-            pg.port,
-            &[
-                "--su-password",
-                &su_pw,
-                "--password",
-                &app_pw,
-                "--tables",
-                &tables.join(","),
-            ],
-        );
+        pg_setup(&pg, &su_pw, &app_pw, &tables);
         (pg, start_redis(""))
     });
     let port = free_port();
@@ -1048,18 +1042,11 @@ fn postgres_server_side_spans_are_never_doubled() {
     let app_pw = unique("pg-app-secret");
     let pg = start_postgres(Some(&cg), &su_pw);
     // Before sonde starts: the setup's own queries are not part of the test.
-    client(
-        None,
-        "pg-setup",
-        pg.port,
-        &[
-            "--su-password",
-            &su_pw,
-            "--password",
-            &app_pw,
-            "--tables",
-            "srv_only,both_sides",
-        ],
+    pg_setup(
+        &pg,
+        &su_pw,
+        &app_pw,
+        &["srv_only".into(), "both_sides".into()],
     );
     let sonde = Sonde::start(&cg);
     let outside = client(
