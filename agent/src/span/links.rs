@@ -347,6 +347,10 @@ impl Links {
                 on_thread += 1;
                 thread_key.get_or_insert(*k);
             }
+            // Decided already: several live, and the thread cannot single one out.
+            if live >= 2 && (tid == 0 || on_thread >= 2) {
+                break;
+            }
         }
         match (live, on_thread) {
             (0, _) => Serving::None,
