@@ -13,7 +13,7 @@
 //! parsers never read passwords (PostgreSQL password messages, MySQL auth data, Redis `AUTH`
 //! arguments).
 
-use sonde_model::{KeyValue, Span, SpanKind, Status, StatusCode};
+use sonde_model::{KeyValue, SpanKind, Status, StatusCode};
 use sonde_proto::Direction;
 use sonde_protocol::{
     db::{EndReason, Extent, Limits},
@@ -336,26 +336,15 @@ impl Db {
         } else {
             cx.links.decide_unopened(None)
         };
-        push(&mut attrs, "sonde.trace.link", ids.link.as_str());
-        let span = Span {
-            trace_id: ids.trace_id,
-            span_id: ids.span_id,
-            parent_span_id: ids.parent,
-            trace_state: ids.trace_state,
-            flags: ids.flags,
-            name,
-            kind: if client {
-                SpanKind::Client
-            } else {
-                SpanKind::Server
-            },
-            start_unix_nanos: cx.clock.unix_ns(start_ns),
-            end_unix_nanos: cx.clock.unix_ns(end_ns),
-            attributes: attrs,
-            status,
-            resource,
+        let link = ids.link;
+        let kind = if client {
+            SpanKind::Client
+        } else {
+            SpanKind::Server
         };
-        cx.emit(span, ids.link, None);
+        let unix_ns = (cx.clock.unix_ns(start_ns), cx.clock.unix_ns(end_ns));
+        let span = ids.into_span(name, kind, unix_ns, attrs, status, resource);
+        cx.emit(span, link, None);
     }
 }
 

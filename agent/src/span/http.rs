@@ -427,24 +427,14 @@ pub fn exchange_span(
         }
     };
 
-    push(&mut attrs, "sonde.trace.link", ids.link.as_str());
-    if let Some(i) = ids.inject {
-        push(&mut attrs, "sonde.trace.inject", i.as_str());
-    }
-    Span {
-        trace_id: ids.trace_id,
-        span_id: ids.span_id,
-        parent_span_id: ids.parent,
-        trace_state: ids.trace_state,
-        flags: ids.flags,
-        name: format!("{} {route}", method_for_name(&req.method)),
+    ids.into_span(
+        format!("{} {route}", method_for_name(&req.method)),
         kind,
-        start_unix_nanos: clock.unix_ns(start_mono),
-        end_unix_nanos: clock.unix_ns(end_mono),
-        attributes: attrs,
-        status: span_status,
+        (clock.unix_ns(start_mono), clock.unix_ns(end_mono)),
+        attrs,
+        span_status,
         resource,
-    }
+    )
 }
 
 /// The method in a span name: known methods as they are, others as `HTTP` (bounded, safe).

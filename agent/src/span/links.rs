@@ -24,7 +24,9 @@ use std::{
     net::SocketAddr,
 };
 
-use sonde_model::{SpanId, TraceId};
+use std::sync::Arc;
+
+use sonde_model::{KeyValue, Resource, Span, SpanId, SpanKind, Status, TraceId};
 use sonde_proto::InjectOutcome;
 
 use super::{ids, stats::Link};
@@ -46,6 +48,37 @@ pub struct Ids {
 }
 
 impl Ids {
+    /// The finished span these ids name: `sonde.trace.link`, and `sonde.trace.inject` where the
+    /// kernel handled the request's context, go last into its attributes.
+    pub fn into_span(
+        self,
+        name: String,
+        kind: SpanKind,
+        (start_unix_nanos, end_unix_nanos): (u64, u64),
+        mut attributes: Vec<KeyValue>,
+        status: Status,
+        resource: Arc<Resource>,
+    ) -> Span {
+        attributes.push(KeyValue::new("sonde.trace.link", self.link.as_str()));
+        if let Some(i) = self.inject {
+            attributes.push(KeyValue::new("sonde.trace.inject", i.as_str()));
+        }
+        Span {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_span_id: self.parent,
+            trace_state: self.trace_state,
+            flags: self.flags,
+            name,
+            kind,
+            start_unix_nanos,
+            end_unix_nanos,
+            attributes,
+            status,
+            resource,
+        }
+    }
+
     /// A new trace with a fresh span.
     pub fn new_trace(link: Link, sampler: RootSampler) -> Self {
         let trace_id = ids::trace_id();

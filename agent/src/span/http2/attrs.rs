@@ -148,26 +148,19 @@ pub fn stream_span(
     if let Some(reason) = x.incomplete {
         push(&mut attrs, "sonde.http.incomplete", reason.as_str());
     }
-    push(&mut attrs, "sonde.trace.link", ids.link.as_str());
-    if let Some(i) = ids.inject {
-        // What the kernel did with the request's HEADERS (or, for stream 1 of an h2c upgrade,
-        // with the HTTP/1.1 request that opened it).
-        push(&mut attrs, "sonde.trace.inject", i.as_str());
-    }
-    Span {
-        trace_id: ids.trace_id,
-        span_id: ids.span_id,
-        parent_span_id: ids.parent,
-        trace_state: ids.trace_state,
-        flags: ids.flags,
+    // `sonde.trace.inject`: what the kernel did with the request's HEADERS (or, for stream 1 of
+    // an h2c upgrade, with the HTTP/1.1 request that opened it).
+    ids.into_span(
         name,
         kind,
-        start_unix_nanos: clock.unix_ns(start_mono),
-        end_unix_nanos: clock.unix_ns(end_mono.max(start_mono)),
-        attributes: attrs,
+        (
+            clock.unix_ns(start_mono),
+            clock.unix_ns(end_mono.max(start_mono)),
+        ),
+        attrs,
         status,
         resource,
-    }
+    )
 }
 
 /// Why a stream has no status, for `error.type` and the status message.
