@@ -697,7 +697,6 @@ fn postgres_psycopg_spans() {
         pg
     });
     let did = client(Some(&cg), "pg-client", pg.port, &["--password", &app_pw]);
-    let _ = did["local_port"];
     assert_eq!(did["rows"], serde_json::json!([1, 0, 1, 1]), "{did}");
     assert_eq!(
         did["errors"],
