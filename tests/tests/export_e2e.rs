@@ -278,10 +278,11 @@ fn rotel_accepts_and_prints_sondes_spans() {
         &["--metrics-address", ""],
     );
     curl(&cg, &[format!("http://127.0.0.1:{port}/status/503")]);
-    wait_until("rotel prints our span", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("GET /status/{id}")
+    // The server's and the client's spans may reach rotel in separate
+    // batches (one per process): wait for both before reading the log.
+    wait_until("rotel prints the server's and the client's spans", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("GET /status/{id}") && text.contains("service.name: Str(curl)")
     });
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
