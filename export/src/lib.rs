@@ -10,6 +10,7 @@
 pub mod batch;
 pub mod config;
 pub mod console;
+pub(crate) mod http_serve;
 pub mod jsonl;
 pub mod metrics;
 pub mod metrics_http;

@@ -1,8 +1,5 @@
-//! The agent's own HTTP endpoint: `GET /metrics` (Prometheus text), `/healthz`, `/readyz`.
-//!
-//! Three fixed routes do not need a web framework: a request head is read (bounded in size
-//! and time), answered, and the connection closed. Connections beyond a small limit are
-//! refused rather than queued, so a misbehaving scraper cannot grow the agent's memory.
+//! The agent's own HTTP endpoint: `GET /metrics` (Prometheus text), `/healthz`, `/readyz`,
+//! and `/targets` in Kubernetes mode, served by [`crate::http_serve`].
 
 use std::{
     net::SocketAddr,
@@ -10,24 +7,12 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
-    task::JoinHandle,
+use crate::{
+    http_serve::{Request, Response, Server},
+    prom,
 };
-
-use crate::prom;
-
-/// Largest request head read.
-const MAX_HEAD: usize = 8 * 1024;
-/// Time a client has to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsHttpError {
@@ -60,75 +45,25 @@ pub struct MetricsState {
 }
 
 /// A running server; stops when [`MetricsServer::shutdown`] is called or it is dropped.
-pub struct MetricsServer {
-    local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
-}
+pub struct MetricsServer(Server);
 
 impl MetricsServer {
     /// Binds `addr` (port 0 picks one) and serves in a background task.
     pub async fn bind(addr: SocketAddr, state: MetricsState) -> Result<Self, MetricsHttpError> {
-        let listener = TcpListener::bind(addr)
+        Server::bind(addr, Arc::new(move |r: &Request<'_>| route(r, &state)))
             .await
-            .map_err(|source| MetricsHttpError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| MetricsHttpError::Bind { addr, source })?;
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-            loop {
-                let conn = tokio::select! {
-                    conn = listener.accept() => conn,
-                    _ = stopped.changed() => return,
-                };
-                let Ok((stream, peer)) = conn else {
-                    // Per-connection accept errors (e.g. EMFILE): back off briefly.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-                    continue; // dropping the stream closes it
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let _ = serve(stream, peer, &state).await;
-                    drop(permit);
-                });
-            }
-        });
-        Ok(Self {
-            local_addr,
-            stop,
-            task: Some(task),
-        })
+            .map(Self)
+            .map_err(|source| MetricsHttpError::Bind { addr, source })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.0.local_addr()
     }
 
     /// Stops accepting connections.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+    pub async fn shutdown(self) {
+        self.0.shutdown().await
     }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-struct Response {
-    status: &'static str,
-    content_type: &'static str,
-    body: String,
-    allow: bool,
 }
 
 /// Whether an `Accept` header asks for OpenMetrics (as Prometheus does when it wants
@@ -151,20 +86,9 @@ fn wants_openmetrics(head: &str) -> bool {
         })
 }
 
-fn route(
-    method: &str,
-    target: &str,
-    state: &MetricsState,
-    openmetrics: bool,
-    peer: SocketAddr,
-) -> Response {
-    let path = target.split('?').next().unwrap_or(target);
-    let text = |status, body: &str| Response {
-        status,
-        content_type: "text/plain; charset=utf-8",
-        body: body.to_owned(),
-        allow: false,
-    };
+fn route(r: &Request<'_>, state: &MetricsState) -> Response {
+    let path = r.path();
+    let text = Response::text;
     let targets = path == "/targets" && state.targets.is_some();
     if !matches!(path, "/metrics" | "/healthz" | "/readyz") && !targets {
         return text(
@@ -172,7 +96,7 @@ fn route(
             "not found: try /metrics, /healthz or /readyz\n",
         );
     }
-    if targets && !state.targets_public && !peer.ip().to_canonical().is_loopback() {
+    if targets && !state.targets_public && !r.peer.ip().to_canonical().is_loopback() {
         return text(
             "403 Forbidden",
             "/targets lists this node's pods and answers loopback only: ask from the node \
@@ -180,109 +104,34 @@ fn route(
              (--targets-public)\n",
         );
     }
-    if method != "GET" && method != "HEAD" {
-        let mut r = text("405 Method Not Allowed", "use GET\n");
-        r.allow = true;
-        return r;
+    if r.method != "GET" && r.method != "HEAD" {
+        return text("405 Method Not Allowed", "use GET\n").with_header("Allow", "GET, HEAD");
     }
     match path {
-        "/metrics" => match (&state.render_openmetrics, openmetrics) {
-            (Some(render), true) => Response {
-                status: "200 OK",
-                content_type: prom::OPENMETRICS_CONTENT_TYPE,
-                body: render(),
-                allow: false,
-            },
-            _ => Response {
-                status: "200 OK",
-                content_type: prom::CONTENT_TYPE,
-                body: (state.render)(),
-                allow: false,
-            },
+        "/metrics" => match (&state.render_openmetrics, wants_openmetrics(r.head)) {
+            (Some(render), true) => {
+                Response::new("200 OK", prom::OPENMETRICS_CONTENT_TYPE, render())
+            }
+            _ => Response::new("200 OK", prom::CONTENT_TYPE, (state.render)()),
         },
         "/healthz" => text("200 OK", "ok\n"),
-        "/targets" => Response {
-            status: "200 OK",
-            content_type: "application/json",
-            body: state.targets.as_ref().map(|f| f()).unwrap_or_default(),
-            allow: false,
-        },
+        "/targets" => Response::new(
+            "200 OK",
+            "application/json",
+            state.targets.as_ref().map(|f| f()).unwrap_or_default(),
+        ),
         _ if state.ready.load(Ordering::Relaxed) => text("200 OK", "ready\n"),
         _ => text("503 Service Unavailable", "not ready\n"),
     }
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    state: &MetricsState,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let complete = tokio::time::timeout(READ_TIMEOUT, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<_, std::io::Error>(false);
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-                return Ok(true);
-            }
-            if head.len() > MAX_HEAD {
-                return Ok(false);
-            }
-        }
-    })
-    .await;
-    let response = match complete {
-        Ok(Ok(true)) => {
-            let text = String::from_utf8_lossy(&head);
-            let line = text.lines().next().unwrap_or_default();
-            let mut parts = line.split_whitespace();
-            let om = wants_openmetrics(&text);
-            match (parts.next(), parts.next()) {
-                (Some(method), Some(target)) => {
-                    (route(method, target, state, om, peer), method == "HEAD")
-                }
-                _ => (bad_request(), false),
-            }
-        }
-        Ok(Ok(false)) if head.is_empty() => return Ok(()),
-        Ok(Ok(false)) => (bad_request(), false),
-        Ok(Err(e)) => return Err(e),
-        Err(_) => return Ok(()),
-    };
-    let (mut r, head_only) = response;
-    // A HEAD answer describes the GET body without sending it.
-    let length = r.body.len();
-    if head_only {
-        r.body.clear();
-    }
-    let mut out = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {length}\r\nConnection: close\r\n",
-        r.status, r.content_type
-    );
-    if r.allow {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("\r\n");
-    out.push_str(&r.body);
-    stream.write_all(out.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-fn bad_request() -> Response {
-    Response {
-        status: "400 Bad Request",
-        content_type: "text/plain; charset=utf-8",
-        body: "bad request\n".to_owned(),
-        allow: false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpStream,
+    };
+
     use super::*;
 
     #[test]
@@ -294,33 +143,32 @@ mod tests {
             targets: Some(Arc::new(|| "{\"pods\":[]}".to_owned())),
             targets_public: public,
         };
-        let remote: SocketAddr = "10.1.2.3:5000".parse().unwrap();
-        for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+        let get = |path: &str, public: bool, peer: &str| {
             let r = route(
-                "GET",
-                "/targets",
-                &state(false),
-                false,
-                peer.parse().unwrap(),
+                &Request {
+                    method: "GET",
+                    target: path,
+                    head: "",
+                    peer: peer.parse().unwrap(),
+                },
+                &state(public),
             );
+            (r.status, String::from_utf8(r.body).unwrap())
+        };
+        for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
             assert_eq!(
-                (r.status, r.body.as_str()),
-                ("200 OK", "{\"pods\":[]}"),
+                get("/targets", false, peer),
+                ("200 OK", "{\"pods\":[]}".to_owned()),
                 "{peer}"
             );
         }
-        let r = route("GET", "/targets", &state(false), false, remote);
-        assert_eq!(r.status, "403 Forbidden");
-        assert!(r.body.contains("targets_public"), "{}", r.body);
-        assert_eq!(
-            route("GET", "/targets", &state(true), false, remote).status,
-            "200 OK"
-        );
+        let remote = "10.1.2.3:5000";
+        let (status, body) = get("/targets", false, remote);
+        assert_eq!(status, "403 Forbidden");
+        assert!(body.contains("targets_public"), "{body}");
+        assert_eq!(get("/targets", true, remote).0, "200 OK");
         // /metrics is for every scraper.
-        assert_eq!(
-            route("GET", "/metrics", &state(false), false, remote).status,
-            "200 OK"
-        );
+        assert_eq!(get("/metrics", false, remote).0, "200 OK");
     }
 
     async fn get(addr: SocketAddr, request: &str) -> String {
