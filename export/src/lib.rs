@@ -19,6 +19,7 @@ pub mod prom;
 pub mod retry;
 pub mod stats;
 pub mod transport;
+pub mod ui;
 pub mod wire;
 
 pub use sonde_model as span;
