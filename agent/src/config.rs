@@ -23,6 +23,13 @@
 //! [metrics]
 //! address = "127.0.0.1:9464"   # /metrics, /healthz, /readyz; "" turns it off
 //!
+//! [ui]                  # the trace view (`sonde run --ui`); see README "Trace view"
+//! enabled = false             # default false; --ui turns it on
+//! address = "127.0.0.1:9465"  # loopback unless `public`
+//! public = false              # allow a non-loopback address (shows this node's traces to others)
+//! max_traces = 1000           # traces kept for the page, oldest evicted
+//! max_spans = 20000           # spans kept, all traces together
+//!
 //! [context]
 //! inject = true         # traceparent into outgoing HTTP/1 requests
 //!
@@ -96,6 +103,24 @@ pub struct FileConfig {
     pub privacy: crate::privacy::PrivacySection,
     #[serde(default)]
     pub kubernetes: KubernetesSection,
+    #[serde(default)]
+    pub ui: UiSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// Serve the trace view. Default false (`--ui` turns it on).
+    pub enabled: Option<bool>,
+    /// Its listen address. Default `127.0.0.1:9465`.
+    pub address: Option<String>,
+    /// Allow a non-loopback address: every host that reaches it sees this node's traces.
+    /// Default false.
+    pub public: Option<bool>,
+    /// Traces kept for the page; the oldest are evicted. Default 1000.
+    pub max_traces: Option<usize>,
+    /// Spans kept for the page, all traces together. Default 20000.
+    pub max_spans: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -179,6 +179,22 @@ impl TestCgroup {
         self.children.last_mut().unwrap()
     }
 
+    /// A test peer in this cgroup on a free port: `program script PORT args...`, which prints
+    /// `ready PORT` when it listens on 127.0.0.1. Returns the port once it accepts connections.
+    pub fn start_peer(&mut self, program: &str, script: &str, args: &[&str]) -> u16 {
+        let port = free_port();
+        let mut cmd = self.command(program);
+        cmd.arg(peers_dir().join(script))
+            .arg(port.to_string())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let child = self.spawn(cmd);
+        assert_eq!(Lines::of(child).next_line(), format!("ready {port}"));
+        wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+        port
+    }
+
     /// nginx in this cgroup on a free port of 127.0.0.1, with its files in a directory of its
     /// own: `listen` follows the address (` http2`, ` ssl http2`), `http` adds directives to
     /// the `http` block, and `server(dir)` gives the `server` block's other directives (and may

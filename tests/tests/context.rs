@@ -3,7 +3,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
     path::Path,
     process::{Command, Stdio},
     time::Duration,
@@ -14,22 +13,13 @@ use sonde_model::{Span, SpanKind};
 use sonde_proto::Counter;
 use sonde_tests::{
     Lines, Reaper, TestCgroup, attr_int, attr_str, free_port, peers_dir, peers_python, python,
-    sonde_bin, unhex, wait_for_port,
+    sonde_bin, unhex,
 };
 
 /// Starts `program script PORT extra...` in the cgroup and waits for "ready PORT".
 fn start(cg: &mut TestCgroup, program: &str, script: &str, extra: &[String]) -> u16 {
-    let port = free_port();
-    let mut cmd = cg.command(program);
-    cmd.arg(peers_dir().join(script))
-        .arg(port.to_string())
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let child = cg.spawn(cmd);
-    assert_eq!(Lines::of(child).next_line(), format!("ready {port}"));
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    port
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    cg.start_peer(program, script, &extra)
 }
 
 fn py_hop(cg: &mut TestCgroup, next: Option<u16>) -> u16 {

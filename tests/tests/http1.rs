@@ -11,22 +11,13 @@ use std::{
 
 use sonde_model::{Span, SpanKind, StatusCode, Value};
 use sonde_proto::Counter;
-use sonde_tests::{
-    Lines, TestCgroup, attr_int, attr_str, free_port, peers_dir, python, wait_for_port,
-};
+use sonde_tests::{TestCgroup, attr_int, attr_str, free_port, python, wait_for_port};
 
 fn start_python(cg: &mut TestCgroup, extra: &[&str]) -> u16 {
-    let port = free_port();
-    let mut cmd = cg.command(&python());
-    cmd.arg(peers_dir().join("http_server.py"))
-        .arg(port.to_string())
-        .arg("127.0.0.1")
-        .args(extra)
-        .stdout(Stdio::piped());
-    let child = cg.spawn(cmd);
-    assert_eq!(Lines::of(child).next_line(), format!("ready {port}"));
-    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
-    port
+    let args: Vec<&str> = std::iter::once("127.0.0.1")
+        .chain(extra.iter().copied())
+        .collect();
+    cg.start_peer(&python(), "http_server.py", &args)
 }
 
 /// nginx on 127.0.0.1 with a temporary configuration: `/hello` from a `return`, `/file.txt`
@@ -444,6 +435,7 @@ fn replaying_a_capture_of_a_live_run_gives_the_same_spans() {
         Vec::new(),
     )
     .expect("replay");
+    replay_ui_shows(&pcap, replayed.len());
     let _ = std::fs::remove_file(&pcap);
     let key = |s: &Span| {
         (
@@ -468,6 +460,46 @@ fn replaying_a_capture_of_a_live_run_gives_the_same_spans() {
         a, b,
         "live {a:#?}\nreplayed {b:#?}\nreplay summary: {summary:?}\ntcpdump: {rest}"
     );
+}
+
+/// `sonde replay FILE --ui`: after the replay, the trace view serves its spans (all of
+/// them), until SIGTERM.
+fn replay_ui_shows(pcap: &std::path::Path, spans: usize) {
+    use std::io::{Read as _, Write as _};
+    let port = free_port();
+    let mut child = sonde_tests::Reaper(
+        Command::new(sonde_tests::sonde_bin())
+            .arg("replay")
+            .arg(pcap)
+            .arg("--ui")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sonde replay --ui"),
+    );
+    wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /api/traces HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let list: serde_json::Value = serde_json::from_str(body).expect(&answer);
+    let shown: u64 = list["traces"]
+        .as_array()
+        .expect("traces")
+        .iter()
+        .map(|t| t["spans"].as_u64().unwrap())
+        .sum();
+    assert_eq!(shown, spans as u64, "the trace view of the replay: {body}");
+    // SAFETY: kill with a pid we own.
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "sonde replay --ui exited with {status}");
 }
 
 /// One live run of three curl requests against the Python server, captured by sonde and by

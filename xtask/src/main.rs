@@ -109,8 +109,9 @@ fn main() -> ExitCode {
         Task::Test { no_lint, args } => test(no_lint, &args),
         Task::Run { args } => setup::setup().and_then(|_| {
             let sonde = build_sonde()?;
+            // The console lines, and the trace view at http://127.0.0.1:9465/.
             let args = if args.is_empty() {
-                vec!["run".to_string()]
+                vec!["run".to_string(), "--ui".to_string()]
             } else {
                 args
             };

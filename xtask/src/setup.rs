@@ -52,6 +52,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // the kernel matrix (`cargo xtask vm-test`): QEMU, and cpio for the initramfs
     "qemu-system-x86",
     "cpio",
+    // tests/tests/ui.rs: the trace view in a real, headless browser (Selenium from the venv)
+    "chromium",
+    "chromium-driver",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

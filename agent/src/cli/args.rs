@@ -47,6 +47,14 @@ pub struct RunArgs {
     /// Serve /targets (this node's pod list) to other hosts, not only to loopback peers.
     #[arg(long, env = "SONDE_TARGETS_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
     pub targets_public: bool,
+    /// Serve the trace view, a live web page of traces, waterfalls and the service map, at
+    /// ADDR (default 127.0.0.1:9465).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    pub ui: Option<String>,
+    /// Let the trace view listen on a non-loopback address (every host that reaches it sees
+    /// this node's traces).
+    #[arg(long, env = "SONDE_UI_PUBLIC", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ui_public: bool,
     /// OTLP collector base URL (like OTEL_EXPORTER_OTLP_ENDPOINT).
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
@@ -115,6 +123,13 @@ pub struct ReplayArgs {
     /// A query parameter whose value is kept. Repeatable.
     #[arg(long = "query-allow", value_name = "NAME")]
     pub query_allow: Vec<String>,
+    /// After the replay, serve its spans in the trace view at ADDR (default 127.0.0.1:9465)
+    /// until Ctrl-C.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+    pub ui: Option<String>,
+    /// Let the trace view listen on a non-loopback address.
+    #[arg(long)]
+    pub ui_public: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -7,6 +7,7 @@ mod plan;
 mod replay;
 mod run;
 mod targets;
+mod ui;
 
 use std::{io, process::ExitCode};
 

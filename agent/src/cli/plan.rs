@@ -63,6 +63,59 @@ pub enum ArgError {
     CgroupRoot(PathBuf),
     #[error("[kubernetes] max_pods {0} must be at least 1")]
     MaxPods(usize),
+    #[error("--ui {0}: expected IP:PORT such as 127.0.0.1:9465 ([ui] address)")]
+    UiAddress(String),
+    #[error(
+        "--ui {0} is not a loopback address: every host that reaches it would see this node's \
+         traces; use 127.0.0.1:PORT, or pass --ui-public ([ui] public = true) to expose it on purpose"
+    )]
+    UiNotLoopback(SocketAddr),
+    #[error("[ui] {field} {value} must be at least 1")]
+    UiLimit { field: &'static str, value: usize },
+    #[error("--ui shows spans and --output debug makes none: choose console, jsonl, otlp or none")]
+    UiDebugOutput,
+}
+
+/// The trace view's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UiPlan {
+    pub address: SocketAddr,
+    pub limits: sonde_export::ui::store::Limits,
+}
+
+/// Resolves the trace view: `flag` is `--ui` (`Some("")` without an address), `public`
+/// `--ui-public`; the file's `[ui]` section under them.
+pub fn ui_plan(
+    flag: Option<&str>,
+    public: bool,
+    file: &crate::config::UiSection,
+) -> Result<Option<UiPlan>, ArgError> {
+    if flag.is_none() && !file.enabled.unwrap_or(false) {
+        return Ok(None);
+    }
+    let text = flag
+        .filter(|a| !a.trim().is_empty())
+        .or(file.address.as_deref())
+        .unwrap_or("127.0.0.1:9465");
+    let address = text
+        .trim()
+        .parse::<SocketAddr>()
+        .map_err(|_| ArgError::UiAddress(text.to_owned()))?;
+    if !(address.ip().is_loopback() || public || file.public.unwrap_or(false)) {
+        return Err(ArgError::UiNotLoopback(address));
+    }
+    let mut limits = sonde_export::ui::store::Limits::default();
+    for (field, value, slot) in [
+        ("max_traces", file.max_traces, &mut limits.traces),
+        ("max_spans", file.max_spans, &mut limits.spans),
+    ] {
+        match value {
+            Some(0) => return Err(ArgError::UiLimit { field, value: 0 }),
+            Some(n) => *slot = n,
+            None => {}
+        }
+    }
+    Ok(Some(UiPlan { address, limits }))
 }
 
 /// Everything `sonde run` needs, resolved from file, environment and flags.
@@ -84,6 +137,8 @@ pub struct RunPlan {
     pub span_metrics: Option<Duration>,
     /// Kubernetes node mode, when asked for.
     pub kubernetes: Option<crate::k8s::KubePlan>,
+    /// The trace view, when asked for.
+    pub ui: Option<UiPlan>,
 }
 
 impl RunArgs {
@@ -262,7 +317,12 @@ impl RunArgs {
             ),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
         };
+        let ui = ui_plan(self.ui.as_deref(), self.ui_public, &file.ui)?;
+        if ui.is_some() && output == OutputFormat::Debug {
+            return Err(ArgError::UiDebugOutput);
+        }
         Ok(RunPlan {
+            ui,
             capture,
             http,
             output,
@@ -564,5 +624,59 @@ mod tests {
         let e = plan(&args, &[("SONDE_NODE_NAME", "n")]).unwrap_err();
         assert!(e.contains("max_pods 0"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_trace_view_is_loopback_unless_made_public() {
+        use crate::config::UiSection;
+        let none = UiSection::default();
+        assert_eq!(ui_plan(None, false, &none).unwrap(), None);
+        let on = ui_plan(Some(""), false, &none).unwrap().unwrap();
+        assert_eq!(on.address, "127.0.0.1:9465".parse().unwrap());
+        assert_eq!(on.limits, sonde_export::ui::store::Limits::default());
+        let file = UiSection {
+            enabled: Some(true),
+            address: Some("[::1]:7000".into()),
+            max_traces: Some(50),
+            ..UiSection::default()
+        };
+        let p = ui_plan(None, false, &file).unwrap().unwrap();
+        assert_eq!(p.address, "[::1]:7000".parse().unwrap());
+        assert_eq!(p.limits.traces, 50);
+        // The flag's address wins over the file's.
+        let p = ui_plan(Some("127.0.0.2:7001"), false, &file)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.address, "127.0.0.2:7001".parse().unwrap());
+        let e = ui_plan(Some("0.0.0.0:9465"), false, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--ui-public") && e.contains("[ui] public"),
+            "{e}"
+        );
+        assert!(ui_plan(Some("0.0.0.0:9465"), true, &none).is_ok());
+        let public = UiSection {
+            public: Some(true),
+            ..UiSection::default()
+        };
+        assert!(ui_plan(Some("0.0.0.0:9465"), false, &public).is_ok());
+        let e = ui_plan(Some("localhost"), false, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected IP:PORT"), "{e}");
+        let zero = UiSection {
+            max_spans: Some(0),
+            ..UiSection::default()
+        };
+        let e = ui_plan(Some(""), false, &zero).unwrap_err().to_string();
+        assert!(e.contains("[ui] max_spans 0"), "{e}");
+        let args = RunArgs {
+            ui: Some(String::new()),
+            output: Some(OutputFormat::Debug),
+            ..RunArgs::default()
+        };
+        let e = args.plan(env(&[])).err().unwrap().to_string();
+        assert!(e.contains("--output debug"), "{e}");
     }
 }

@@ -3,12 +3,19 @@
 use std::{
     io::{self, Write as _},
     process::ExitCode,
+    sync::Arc,
 };
 
-use sonde_export::{batch::ExportPipeline, config::ExportConfig, console};
+use sonde_export::{
+    batch::ExportPipeline, config::ExportConfig, console, metrics::SpanMetrics,
+    ui::store::TraceStore,
+};
 use sonde_protocol::route::RoutePattern;
 
-use super::{ReplayArgs, ReplaySide};
+use super::{
+    ReplayArgs, ReplaySide,
+    ui::{ReplayMetrics, UiTee},
+};
 use crate::{
     config::OutputFormat,
     span::{HttpConfig, SpanSink},
@@ -89,10 +96,46 @@ pub(super) fn replay(args: ReplayArgs) -> ExitCode {
         query_allowlist: args.query_allow.clone(),
         ..HttpConfig::default()
     };
-    if let Some(cfg) = export {
-        return replay_otlp(&args, sides, http, &cfg);
+    let ui = match super::plan::ui_plan(args.ui.as_deref(), args.ui_public, &Default::default()) {
+        Ok(ui) => ui.map(|plan| {
+            let store = Arc::new(TraceStore::new(plan.limits));
+            let metrics = Arc::new(SpanMetrics::new(0));
+            (plan, store, metrics)
+        }),
+        Err(e) => {
+            eprintln!("sonde: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match export {
+        Some(cfg) => replay_otlp(&args, sides, http, &cfg, ui.as_ref()),
+        None => replay_lines(&args, sides, http, output, ui.as_ref()),
+    };
+    match ui {
+        Some((plan, store, metrics)) if code == ExitCode::SUCCESS => {
+            match serve_replay(&plan, store, metrics) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sonde: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        _ => code,
     }
-    let sink = WriterSink {
+}
+
+/// The trace view of a replay: its plan, store and span metrics.
+type ReplayUi = (super::plan::UiPlan, Arc<TraceStore>, Arc<SpanMetrics>);
+
+fn replay_lines(
+    args: &ReplayArgs,
+    sides: crate::replay::Sides,
+    http: HttpConfig,
+    output: OutputFormat,
+    ui: Option<&ReplayUi>,
+) -> ExitCode {
+    let writer = WriterSink {
         out: Box::new(io::BufWriter::new(io::stdout())),
         format: output,
         console: console::Options {
@@ -100,8 +143,13 @@ pub(super) fn replay(args: ReplayArgs) -> ExitCode {
         },
         failed: None,
     };
+    let sink = UiTee::new(
+        ui.map(|u| Arc::clone(&u.1)),
+        ReplayMetrics::new(ui.map(|u| Arc::clone(&u.2)), writer),
+    );
     match crate::replay::replay(&args.file, sides, http, sink) {
-        Ok((mut sink, summary)) => {
+        Ok((sink, summary)) => {
+            let mut sink = sink.inner.inner;
             let _ = sink.out.flush();
             print_summary(&summary);
             if let Some(e) = sink.failed {
@@ -139,9 +187,14 @@ fn replay_otlp(
     sides: crate::replay::Sides,
     http: HttpConfig,
     cfg: &ExportConfig,
+    ui: Option<&ReplayUi>,
 ) -> ExitCode {
-    let (spans, summary) = match crate::replay::replay(&args.file, sides, http, Vec::new()) {
-        Ok(r) => r,
+    let sink = UiTee::new(
+        ui.map(|u| Arc::clone(&u.1)),
+        ReplayMetrics::new(ui.map(|u| Arc::clone(&u.2)), Vec::new()),
+    );
+    let (spans, summary) = match crate::replay::replay(&args.file, sides, http, sink) {
+        Ok((sink, summary)) => (sink.inner.inner, summary),
         Err(e) => {
             eprintln!("sonde: {e}");
             return ExitCode::FAILURE;
@@ -194,4 +247,36 @@ fn replay_otlp(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Serves a finished replay's spans until Ctrl-C or SIGTERM.
+fn serve_replay(
+    plan: &super::plan::UiPlan,
+    store: Arc<TraceStore>,
+    metrics: Arc<SpanMetrics>,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let state = sonde_export::ui::UiState {
+            store: Arc::clone(&store),
+            map: Some(Arc::new(sonde_export::ui::map::MapReader::new(metrics))),
+            loopback: plan.address.ip().is_loopback(),
+        };
+        let server = sonde_export::ui::UiServer::bind(plan.address, state)
+            .await
+            .map_err(|e| super::run::chain(&e))?;
+        let st = store.stats();
+        eprintln!(
+            "sonde: trace view of the replay on http://{}/ ({} traces, {} spans); Ctrl-C to stop",
+            server.local_addr(),
+            st.traces,
+            st.spans
+        );
+        super::run::wait_for_stop(None).await;
+        server.shutdown().await;
+        Ok(())
+    })
 }

@@ -18,7 +18,10 @@ use sonde_export::{
 };
 use sonde_proto::Decision;
 
-use super::{RunArgs, RunPlan};
+use super::{
+    RunArgs, RunPlan,
+    ui::{self, UiTee},
+};
 use crate::{
     capture::{Capture, CaptureHandle, CgroupUpdates, Observed, Summary},
     config::OutputFormat,
@@ -58,6 +61,8 @@ pub enum RunError {
     },
     #[error("kubernetes: {0}")]
     Kubernetes(#[source] crate::k8s::watch::WatchError),
+    #[error(transparent)]
+    Ui(#[from] sonde_export::ui::UiError),
     #[error(transparent)]
     Capture(#[from] crate::capture::CaptureError),
     #[error("the capture task failed: {0}")]
@@ -154,7 +159,7 @@ impl SpanSink for NullSink {
     fn span(&mut self, _span: sonde_model::Span) {}
 }
 
-async fn wait_for_stop(duration: Option<f64>) {
+pub(super) async fn wait_for_stop(duration: Option<f64>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sleep = async {
         match duration {
@@ -305,6 +310,12 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), RunError> {
         None => None,
     };
 
+    let ui = match &plan.ui {
+        Some(u) => Some(ui::start(u, span_metrics.clone(), Some(&telemetry)).await?),
+        None => None,
+    };
+    let ui_store = ui.as_ref().map(|u| Arc::clone(&u.store));
+    let ui_port = ui.as_ref().map(|u| u.server.local_addr().port());
     let resources = || match (&plan.kubernetes, &kube) {
         (Some(k), Some(node)) => NodeResources::Kube(Box::new(
             KubeResources::new(node.store.clone(), k.node.clone(), k.cluster.clone())
@@ -340,7 +351,12 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), RunError> {
             let stage = SpanStage::live_with(
                 plan.http.clone(),
                 resources(),
-                policy_sink(QueueSink(p.queue()), &plan, &span_metrics, &telemetry),
+                policy_sink(
+                    UiTee::new(ui_store.clone(), QueueSink(p.queue())).hiding_port(ui_port),
+                    &plan,
+                    &span_metrics,
+                    &telemetry,
+                ),
             );
             let (mut stage, summary) = capture_until(
                 Capture::spawn_with(config, stage, Some(telemetry.clone())),
@@ -361,7 +377,12 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), RunError> {
             let stage = SpanStage::live_with(
                 plan.http.clone(),
                 resources(),
-                policy_sink(trees, &plan, &span_metrics, &telemetry),
+                policy_sink(
+                    UiTee::new(ui_store.clone(), trees).hiding_port(ui_port),
+                    &plan,
+                    &span_metrics,
+                    &telemetry,
+                ),
             );
             let (mut stage, summary) = capture_until(
                 Capture::spawn_with(config, stage, Some(telemetry.clone())),
@@ -370,14 +391,19 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), RunError> {
             )
             .await?;
             stage.out_mut().finish();
-            stage.out_mut().inner_mut().finish();
+            stage.out_mut().inner_mut().inner.finish();
             summary
         }
         (None, _) => {
             let stage = SpanStage::live_with(
                 plan.http.clone(),
                 resources(),
-                policy_sink(NullSink, &plan, &span_metrics, &telemetry),
+                policy_sink(
+                    UiTee::new(ui_store.clone(), NullSink).hiding_port(ui_port),
+                    &plan,
+                    &span_metrics,
+                    &telemetry,
+                ),
             );
             capture_until(
                 Capture::spawn_with(config, stage, Some(telemetry.clone())),
@@ -388,6 +414,9 @@ async fn run_async(args: RunArgs, plan: RunPlan) -> Result<(), RunError> {
             .1
         }
     };
+    if let Some(u) = ui {
+        u.server.shutdown().await;
+    }
     if let Some(p) = pusher {
         p.shutdown(Duration::from_secs(5)).await;
     }
