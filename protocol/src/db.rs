@@ -163,6 +163,11 @@ impl Body {
         }
     }
 
+    /// Heap bytes held: the kept part of the body.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.kept.capacity()
+    }
+
     /// Takes what it can from `input`; returns the bytes consumed.
     pub(crate) fn take(&mut self, input: &[u8]) -> usize {
         let n = usize::try_from(self.left)

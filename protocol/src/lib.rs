@@ -26,6 +26,7 @@ pub mod detect;
 pub mod grpc;
 pub mod http1;
 pub mod http2;
+mod mem;
 pub mod mysql;
 pub mod postgres;
 pub mod redis;

@@ -96,6 +96,17 @@ impl Http1Conn {
         }
     }
 
+    /// Heap bytes this connection's parser holds now (buffers, tables, remembered statements,
+    /// queued requests): what dropping it would free, for the agent's memory budget. An
+    /// estimate from capacities and sizes, cheap to compute (no allocation).
+    ///
+    /// Here: both directions' buffers of incomplete heads, and the pending requests with their
+    /// parsed heads and responses (O(pending), at most `max_pending`). `size_of::<Http1Conn>()`
+    /// itself is not included.
+    pub fn heap_bytes(&self) -> usize {
+        self.req.heap_bytes() + self.resp.heap_bytes() + self.pair.heap_bytes()
+    }
+
     /// Requests waiting for their response or their own end (never more than `max_pending`).
     pub fn pending(&self) -> usize {
         self.pair.pending()

@@ -76,6 +76,11 @@ impl Headers {
             .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
     }
 
+    /// Heap bytes held: the header block and the field positions.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.raw.len() + self.fields.capacity() * std::mem::size_of::<Field>()
+    }
+
     fn name(&self, f: &Field) -> &str {
         // Names were checked to be tokens (ASCII) when parsed, so this never falls back.
         std::str::from_utf8(self.slice(f.name)).unwrap_or_default()
@@ -124,6 +129,13 @@ pub struct RequestHead {
     pub headers: Headers,
 }
 
+impl RequestHead {
+    /// Heap bytes held: method, target and header fields.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.method.capacity() + self.target.capacity() + self.headers.heap_bytes()
+    }
+}
+
 /// The head of a response: status line and header fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseHead {
@@ -135,6 +147,13 @@ pub struct ResponseHead {
     pub reason: String,
     /// Header fields.
     pub headers: Headers,
+}
+
+impl ResponseHead {
+    /// Heap bytes held: reason phrase and header fields.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.reason.capacity() + self.headers.heap_bytes()
+    }
 }
 
 #[cfg(test)]

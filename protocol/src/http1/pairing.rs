@@ -9,6 +9,8 @@
 
 use std::collections::VecDeque;
 
+use crate::mem;
+
 use super::body::{Framing, request_framing, response_framing};
 use super::error::{ErrorKind, ParseError};
 use super::head::Head;
@@ -65,6 +67,17 @@ struct Slot {
     resp: Resp,
 }
 
+impl Slot {
+    fn heap_bytes(&self) -> usize {
+        let req = match &self.req {
+            Req::Known { head, .. } => head.heap_bytes(),
+            Req::InHead | Req::Lost => 0,
+        };
+        let resp = self.resp.head.as_ref().map_or(0, ResponseHead::heap_bytes);
+        req + resp + mem::vec(&self.resp.interim)
+    }
+}
+
 #[derive(Debug)]
 enum Req {
     /// Started; the head is not complete yet.
@@ -118,6 +131,12 @@ impl Pairing {
     /// Requests in the queue (awaiting a response, or their own end).
     pub(crate) fn pending(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Heap bytes held: the queue's slots and, in each, the parsed heads and interim
+    /// responses. O(pending).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        mem::deque(&self.queue) + self.queue.iter().map(Slot::heap_bytes).sum::<usize>()
     }
 
     pub(crate) fn stopped(&self) -> bool {

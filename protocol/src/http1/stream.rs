@@ -27,7 +27,7 @@ use super::{EndReason, Extent, Http1Event, Limits, Side};
 use crate::detect;
 
 /// Buffers larger than this are released once their head is done.
-const KEEP_CAPACITY: usize = 4096;
+pub(crate) const KEEP_CAPACITY: usize = 4096;
 
 /// What a stream needs from the connection while it works.
 pub(crate) struct Cx<'a> {
@@ -100,6 +100,12 @@ impl Stream {
     /// Bytes buffered for an incomplete head.
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Heap bytes held: the buffer of an incomplete head (kept up to [`KEEP_CAPACITY`] between
+    /// heads). The head and body states own nothing on the heap.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.buf.capacity()
     }
 
     pub(crate) fn data(&mut self, offset: u64, bytes: &[u8], cx: &mut Cx<'_>) {

@@ -422,3 +422,36 @@ fn offsets_near_the_end_of_u64_do_not_overflow() {
         ]
     );
 }
+
+#[test]
+fn heap_bytes_sees_a_partial_head_and_the_pending_request() {
+    use super::stream::KEEP_CAPACITY;
+    let mut r = Run::new();
+    let fresh = r.conn.heap_bytes();
+    assert!(fresh < 1024, "{fresh}");
+    // A 6 KB head without its blank line yet: buffered.
+    let head = format!(
+        "GET /a HTTP/1.1\r\nHost: h\r\nX-Pad: {}\r\n",
+        "p".repeat(6000)
+    );
+    r.req(head.as_bytes());
+    assert_eq!(r.conn.buffered(Side::Request), head.len());
+    let partial = r.conn.heap_bytes();
+    assert!(
+        (6000..2 * head.len() + 1024).contains(&partial),
+        "{partial}"
+    );
+    // The head completes: its buffer, over KEEP_CAPACITY, is released; the parsed head waits
+    // for its response in the pairing queue.
+    r.req(b"\r\n");
+    assert_eq!(r.conn.buffered(Side::Request), 0);
+    let waiting = r.conn.heap_bytes();
+    assert!((6000..head.len() + 2048).contains(&waiting), "{waiting}");
+    r.resp(OK_2);
+    assert_eq!(
+        r.events(),
+        ["X GET /a 200 req[0-6036 b0] resp[0-39 b2] 1xx[] -"]
+    );
+    let done = r.conn.heap_bytes();
+    assert!(done < KEEP_CAPACITY, "{done}");
+}

@@ -172,6 +172,17 @@ impl H2Conn {
         }
     }
 
+    /// Heap bytes this connection's parser holds now (buffers, tables, remembered statements,
+    /// queued requests): what dropping it would free, for the agent's memory budget. An
+    /// estimate from capacities and sizes, cheap to compute (no allocation).
+    ///
+    /// Here: both directions' header block and control frame buffers and HPACK dynamic tables,
+    /// and every tracked stream's record, heads and trailers (O(streams), at most
+    /// `max_streams`). `size_of::<H2Conn>()` itself is not included.
+    pub fn heap_bytes(&self) -> usize {
+        self.req.heap_bytes() + self.resp.heap_bytes() + self.streams.heap_bytes()
+    }
+
     /// Streams tracked (never more than `max_streams`).
     pub fn streams(&self) -> usize {
         self.streams.len()

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::mem;
+
 /// At most this many unrecovered fields are listed per block; all are counted.
 pub const MAX_LISTED_UNRECOVERED: usize = 16;
 
@@ -211,6 +213,21 @@ impl Headers {
             + self.unrecovered.len() * std::mem::size_of::<Unrecovered>()
     }
 
+    /// Heap bytes this block holds now, for the connection's memory estimate: the buffers'
+    /// capacities, and the names of listed unrecovered fields (which [`Headers::heap_bytes`],
+    /// the figure the stream limits charge, leaves out).
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        let names: usize = self
+            .unrecovered
+            .iter()
+            .map(|u| match u {
+                Unrecovered::TooLong { name: Some(n) } => n.capacity(),
+                _ => 0,
+            })
+            .sum();
+        mem::vec(&self.raw) + mem::vec(&self.fields) + mem::vec(&self.unrecovered) + names
+    }
+
     fn name(&self, f: &Field) -> &str {
         // Names were checked to be ASCII when pushed, so this never falls back.
         std::str::from_utf8(self.slice(f.name)).unwrap_or_default()
@@ -334,6 +351,21 @@ impl RequestHead {
         }
         head.headers = headers;
         (head, malformed)
+    }
+
+    /// Heap bytes held: the pseudo-header strings and the regular fields.
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        [
+            &self.method,
+            &self.scheme,
+            &self.authority,
+            &self.path,
+            &self.protocol,
+        ]
+        .into_iter()
+        .map(|s| mem::opt_string(s.as_ref()))
+        .sum::<usize>()
+            + self.headers.allocated_bytes()
     }
 
     /// A pseudo-header every request needs (`:method`; `:path` and `:scheme` unless CONNECT)

@@ -215,6 +215,17 @@ impl Reader {
         self.block_buf.len() + self.control.len()
     }
 
+    /// Heap bytes held: the header block and control payload buffers, a block decoded while
+    /// its padding is still to come, and the HPACK decoder (dynamic table, scratch).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let decoded = self
+            .block
+            .as_ref()
+            .and_then(|b| b.decoded.as_ref())
+            .map_or(0, Headers::allocated_bytes);
+        self.block_buf.capacity() + self.control.capacity() + decoded + self.hpack.heap_bytes()
+    }
+
     /// Whether frame boundaries are known.
     pub(crate) fn in_sync(&self) -> bool {
         !matches!(self.state, State::Resync | State::Candidate { .. })

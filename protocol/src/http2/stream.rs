@@ -30,6 +30,7 @@ use super::{
     Stats,
 };
 use crate::grpc::{self, MessageCounter};
+use crate::mem;
 
 /// A decoded (or lost) header block, with where its frames lie.
 #[derive(Debug)]
@@ -133,6 +134,25 @@ impl Stream {
         }
     }
 
+    /// Heap bytes its heads, trailers and interim responses hold (the record itself is the
+    /// map's).
+    fn heap_bytes(&self) -> usize {
+        let blocks = [
+            self.response.as_ref().map(|r| &r.headers),
+            self.request_trailers.as_ref(),
+            self.response_trailers.as_ref(),
+        ];
+        self.request
+            .as_ref()
+            .map_or(0, RequestHead::allocated_bytes)
+            + blocks
+                .into_iter()
+                .flatten()
+                .map(Headers::allocated_bytes)
+                .sum::<usize>()
+            + mem::vec(&self.interim)
+    }
+
     fn half(&mut self, side: Side) -> &mut Half {
         match side {
             Side::Request => &mut self.req,
@@ -208,6 +228,15 @@ impl Streams {
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Heap bytes held: the stream records and what each holds, and the queues of recent and
+    /// started streams. O(streams).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        mem::btree_map(&self.map)
+            + self.map.values().map(Stream::heap_bytes).sum::<usize>()
+            + mem::deque(&self.recent)
+            + mem::deque(&self.started)
     }
 
     pub(crate) fn error(

@@ -793,3 +793,57 @@ fn started_streams_are_announced_with_their_heads_before_the_exchange() {
     assert!(conn.request(1).is_none());
     assert!(conn.request(3).is_some());
 }
+
+#[test]
+fn heap_bytes_sees_an_open_header_block() {
+    let mut r = Run::new();
+    let fresh = r.conn.heap_bytes();
+    assert!(fresh < 1024, "{fresh}");
+    // HEADERS without END_HEADERS, then CONTINUATIONs: 30 002 bytes of fragments so far, the
+    // block not finished (fragments are only decoded once it is).
+    r.req(&frame(1, ES, 1, &block(&[idx(2), idx(6)])));
+    for _ in 0..10 {
+        r.req(&frame(9, 0, 1, &[b'x'; 3000]));
+    }
+    assert!(r.lines().is_empty(), "{:?}", r.lines());
+    assert_eq!(r.conn.buffered(Side::Request), 30_002);
+    let open = r.conn.heap_bytes();
+    assert!((30_002..30_002 + 64 * 1024).contains(&open), "{open}");
+    // Given up on (the connection ends): the buffer, over its keep size, is released.
+    r.close();
+    let closed = r.conn.heap_bytes();
+    assert!(closed < 4096, "{closed}");
+}
+
+#[test]
+fn heap_bytes_sees_the_hpack_table_and_open_streams() {
+    let mut r = Run::new();
+    r.req(&get(1, "/")).resp(&headers(1, ES, &status(200)));
+    assert_eq!(r.exchanges().len(), 1);
+    let base = r.conn.heap_bytes();
+    // 25 literals with incremental indexing: 25 × 125 = 3125 bytes of names and values in
+    // the request side's table (3925 as HPACK sizes, within the default 4096).
+    let mut fields = vec![idx(2), idx(6), idx(4)];
+    fields.extend((0..25).map(|i| lit_idx(&format!("x-h{i:02}"), &"v".repeat(120))));
+    r.req(&headers(3, ES, &block(&fields)));
+    r.resp(&headers(3, ES, &status(200)));
+    assert_eq!(r.exchanges().len(), 2, "{:?}", r.lines());
+    assert_eq!(r.conn.streams(), 0);
+    let grown = r.conn.heap_bytes() - base;
+    assert!((3125..3125 + 4096).contains(&grown), "{grown}");
+
+    // 100 streams waiting for their responses, each holding a 100-byte :path twice (the
+    // string and the block it was decoded into).
+    let base = r.conn.heap_bytes();
+    let path = format!("/{}", "p".repeat(99));
+    for i in 0..100 {
+        r.req(&get(5 + 2 * i, &path));
+    }
+    assert_eq!(r.conn.streams(), 100);
+    let open = r.conn.heap_bytes() - base;
+    assert!(open >= 100 * 200, "{open}");
+    assert!(open < 100 * (200 + 2048), "{open}");
+    r.close();
+    assert_eq!(r.conn.streams(), 0);
+    assert!(r.conn.heap_bytes() < base + 4096, "{}", r.conn.heap_bytes());
+}

@@ -6,6 +6,7 @@ use super::error::{ErrorKind, ParseError};
 use super::packet::{Item, Msg, Reader};
 use super::{Command, Handshake, MyError, MyEvent, MyOperation, MyStop, caps};
 use crate::db::{EndReason, Extent, Incomplete, Limits, Quiet, Side, text};
+use crate::mem;
 
 /// Bytes kept of an answer packet: enough for OK, EOF, ERR and prepare-OK packets.
 const KEEP_RESPONSE: usize = 600;
@@ -86,6 +87,24 @@ struct Cmd {
     next_seq: u8,
     /// `COM_INIT_DB` or `USE`: the schema it switches to (`Some(None)`: unknown).
     init_db: Option<Option<String>>,
+}
+
+impl Cmd {
+    /// Heap bytes its operation's strings hold.
+    fn heap_bytes(&self) -> usize {
+        let op = &self.op;
+        mem::opt_string(op.query.as_ref())
+            + mem::opt_string(op.database.as_ref())
+            + op.error.as_ref().map_or(0, error_heap_bytes)
+            + self
+                .init_db
+                .as_ref()
+                .map_or(0, |db| mem::opt_string(db.as_ref()))
+    }
+}
+
+fn error_heap_bytes(e: &MyError) -> usize {
+    mem::opt_string(e.sql_state.as_ref()) + e.message.capacity()
 }
 
 impl MyConn {
@@ -191,6 +210,34 @@ impl MyConn {
     /// Bytes held for incomplete packets on `side`.
     pub fn buffered(&self, side: Side) -> usize {
         self.reader(side).buffered()
+    }
+
+    /// Heap bytes this connection's parser holds now (buffers, tables, remembered statements,
+    /// queued requests): what dropping it would free, for the agent's memory budget. An
+    /// estimate from capacities and sizes, cheap to compute (no allocation).
+    ///
+    /// Here: both directions' partial packets, the prepared statements with their texts, the
+    /// pending commands with their texts and errors, the handshake not yet reported and the
+    /// current database name. O(statements + pending). `size_of::<MyConn>()` itself is not
+    /// included.
+    pub fn heap_bytes(&self) -> usize {
+        let statements: usize = self.statements.values().map(|(q, _)| q.capacity()).sum();
+        let pending: usize = self.pending.iter().map(Cmd::heap_bytes).sum();
+        let handshake = self.handshake.as_ref().map_or(0, |h| {
+            std::mem::size_of::<Handshake>()
+                + h.server_version.capacity()
+                + mem::opt_string(h.user.as_ref())
+                + mem::opt_string(h.database.as_ref())
+                + h.error.as_ref().map_or(0, error_heap_bytes)
+        });
+        self.req.heap_bytes()
+            + self.resp.heap_bytes()
+            + mem::hash_map(&self.statements)
+            + statements
+            + mem::deque(&self.pending)
+            + pending
+            + handshake
+            + mem::opt_string(self.database.as_ref())
     }
 
     /// Commands waiting for their answer (at most `max_pending`).

@@ -95,6 +95,16 @@ impl Reader {
         }
     }
 
+    /// Heap bytes held: the kept payload of the packet being read and of the message it
+    /// continues (split at 16 MiB).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let partial = self.partial.as_ref().map_or(0, |p| p.payload.capacity());
+        match &self.state {
+            State::Body { body, .. } => partial + body.heap_bytes(),
+            State::Head { .. } | State::Lost => partial,
+        }
+    }
+
     pub(crate) fn mid_message(&self) -> bool {
         match &self.state {
             State::Head { n, .. } => *n > 0 || self.partial.is_some(),

@@ -322,3 +322,33 @@ fn change_user_runs_an_auth_exchange() {
     assert_eq!(ops[1].database, None);
     assert!(!format!("{:?}", t.out).contains("SECRET"));
 }
+
+#[test]
+fn heap_bytes_sees_statements_and_partial_packets() {
+    let mut t = T::logged_in(BASE | caps::DEPRECATE_EOF);
+    let fresh = t.conn.heap_bytes();
+    assert!(fresh < 1024, "{fresh}");
+    // 100 statements of 500-byte texts, each prepared (no parameters, no columns).
+    for id in 0..100u32 {
+        let q = format!("SELECT {id:03} {}", "x".repeat(489));
+        assert_eq!(q.len(), 500);
+        t.req(&[pkt(0, &[&[0x16][..], q.as_bytes()].concat())]);
+        let mut answer = vec![0];
+        answer.extend_from_slice(&(id + 1).to_le_bytes());
+        answer.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        t.resp(&[pkt(1, &answer)]);
+    }
+    assert!(t.errors().is_empty(), "{:?}", t.errors());
+    assert_eq!(
+        (t.ops().len(), t.conn.statements(), t.conn.pending()),
+        (100, 100, 0)
+    );
+    let held = t.conn.heap_bytes();
+    assert!((50_000..50_000 + 16 * 1024).contains(&held), "{held}");
+    // A query whose packet is 20 000 bytes in, 10 000 to come: its payload is held.
+    let q = query(&"y".repeat(29_999));
+    t.req(&[q[..20_004].to_vec()]);
+    assert_eq!(t.conn.buffered(Side::Request), 20_000);
+    let partial = t.conn.heap_bytes() - held;
+    assert!((20_000..40_000).contains(&partial), "{partial}");
+}

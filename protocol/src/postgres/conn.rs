@@ -9,6 +9,7 @@ use super::{
     CopyDirection, PgCopy, PgError, PgEvent, PgOpKind, PgOperation, PgOutcome, PgStop, Startup,
 };
 use crate::db::{EndReason, Extent, Incomplete, Limits, Quiet, Side, text};
+use crate::mem;
 
 /// The PostgreSQL state of one connection, both directions.
 ///
@@ -202,6 +203,50 @@ impl PgConn {
     /// Bytes held for incomplete messages on `side` (at most `max_message_bytes` + 8).
     pub fn buffered(&self, side: Side) -> usize {
         self.reader(side).buffered()
+    }
+
+    /// Heap bytes this connection's parser holds now (buffers, tables, remembered statements,
+    /// queued requests): what dropping it would free, for the agent's memory budget. An
+    /// estimate from capacities and sizes, cheap to compute (no allocation).
+    ///
+    /// Here: both directions' partial message bodies, the prepared statements and portals
+    /// with their names and texts, the pending operations with their texts and errors, the
+    /// answer slots, and a startup packet not yet answered. O(statements + portals + pending).
+    /// `size_of::<PgConn>()` itself is not included.
+    pub fn heap_bytes(&self) -> usize {
+        let statements: usize = self
+            .statements
+            .iter()
+            .map(|(name, t)| name.capacity() + t.text.capacity())
+            .sum();
+        let portals: usize = self
+            .portals
+            .iter()
+            .map(|(name, p)| {
+                name.capacity()
+                    + p.statement.capacity()
+                    + p.text.as_ref().map_or(0, |t| t.text.capacity())
+            })
+            .sum();
+        let ops: usize = self.ops.iter().map(|o| op_heap_bytes(&o.op)).sum();
+        let startup = self.startup.as_ref().map_or(0, |s| {
+            std::mem::size_of::<Startup>()
+                + [&s.user, &s.database, &s.application_name]
+                    .into_iter()
+                    .map(|v| mem::opt_string(v.as_ref()))
+                    .sum::<usize>()
+                + s.error.as_ref().map_or(0, error_heap_bytes)
+        });
+        self.req.heap_bytes()
+            + self.resp.heap_bytes()
+            + mem::hash_map(&self.statements)
+            + statements
+            + mem::hash_map(&self.portals)
+            + portals
+            + mem::deque(&self.ops)
+            + ops
+            + mem::deque(&self.slots)
+            + startup
     }
 
     /// Operations waiting for their answer (at most `max_pending`).
@@ -841,6 +886,23 @@ impl PgConn {
             }
         }
     }
+}
+
+/// Heap bytes an operation's strings hold.
+fn op_heap_bytes(op: &PgOperation) -> usize {
+    let strings: usize = [&op.query, &op.statement, &op.portal, &op.command]
+        .into_iter()
+        .map(|s| mem::opt_string(s.as_ref()))
+        .sum();
+    let error = match &op.outcome {
+        PgOutcome::Error(e) => error_heap_bytes(e),
+        _ => 0,
+    };
+    strings + error
+}
+
+fn error_heap_bytes(e: &PgError) -> usize {
+    e.severity.capacity() + e.code.capacity() + e.message.capacity()
 }
 
 fn error(out: &mut Vec<PgEvent>, side: Side, kind: ErrorKind, offset: u64) {

@@ -153,6 +153,14 @@ impl Reader {
         }
     }
 
+    /// Heap bytes held: the kept body of the message being read.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.state {
+            State::Body { body, .. } => body.heap_bytes(),
+            _ => 0,
+        }
+    }
+
     /// Inside a message (the connection must not end here).
     pub(crate) fn mid_message(&self) -> bool {
         match &self.state {

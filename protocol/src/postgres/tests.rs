@@ -390,3 +390,36 @@ fn command_tags() {
     assert_eq!(command_tag(b"CREATE TABLE"), ("CREATE TABLE".into(), None));
     assert_eq!(command_tag(b""), ("".into(), None));
 }
+
+#[test]
+fn heap_bytes_sees_statements_and_partial_messages() {
+    let mut t = T::new().started();
+    let fresh = t.conn.heap_bytes();
+    assert!(fresh < 1024, "{fresh}");
+    // 100 named statements of 500-byte texts, remembered after their batch is answered.
+    let mut batch: Vec<Vec<u8>> = (0..100)
+        .map(|i| {
+            let q = format!("SELECT {i:03} {}", "x".repeat(489));
+            assert_eq!(q.len(), 500);
+            msg(
+                b'P',
+                &[cstr(&format!("s{i:03}")), cstr(&q), vec![0, 0]].concat(),
+            )
+        })
+        .collect();
+    batch.push(msg(b'S', b""));
+    t.req(&batch);
+    let mut answer = vec![msg(b'1', b""); 100];
+    answer.push(ready());
+    t.resp(&answer);
+    assert_eq!(t.ops().len(), 1, "{:?}", t.out);
+    assert_eq!((t.conn.statements(), t.conn.pending()), (100, 0));
+    let held = t.conn.heap_bytes();
+    assert!((50_000..50_000 + 16 * 1024).contains(&held), "{held}");
+    // A query whose message is 20 000 bytes in, 10 000 to come: its body is held.
+    let q = msg(b'Q', &cstr(&"y".repeat(29_999)));
+    t.req(&[q[..20_005].to_vec()]);
+    assert_eq!(t.conn.buffered(Side::Request), 20_000);
+    let partial = t.conn.heap_bytes() - held;
+    assert!((20_000..40_000).contains(&partial), "{partial}");
+}

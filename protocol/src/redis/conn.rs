@@ -6,6 +6,7 @@ use super::error::{ErrorKind, ParseError};
 use super::resp::{Item, Reader, Value};
 use super::{CONTAINER_COMMANDS, RedisError, RedisEvent, RedisOperation, Reply, ReplyKind};
 use crate::db::{EndReason, Extent, Incomplete, Limits, Quiet, Side, text};
+use crate::mem;
 
 /// The Redis state of one connection, both directions.
 ///
@@ -157,6 +158,18 @@ impl RedisConn {
     /// kept elements).
     pub fn buffered(&self, side: Side) -> usize {
         self.reader(side).buffered()
+    }
+
+    /// Heap bytes this connection's parser holds now (buffers, tables, remembered statements,
+    /// queued requests): what dropping it would free, for the agent's memory budget. An
+    /// estimate from capacities and sizes, cheap to compute (no allocation).
+    ///
+    /// Here: both directions' line or bulk string being read with the value in progress, and
+    /// the commands waiting for their reply with their names. O(pending).
+    /// `size_of::<RedisConn>()` itself is not included.
+    pub fn heap_bytes(&self) -> usize {
+        let pending: usize = self.pending.iter().map(|p| op_heap_bytes(&p.op)).sum();
+        self.req.heap_bytes() + self.resp.heap_bytes() + mem::deque(&self.pending) + pending
     }
 
     /// Commands waiting for their reply (at most `max_pending`).
@@ -456,6 +469,16 @@ impl RedisConn {
             out.push(RedisEvent::Operation(Box::new(p.op)));
         }
     }
+}
+
+/// Heap bytes an operation's strings hold.
+fn op_heap_bytes(op: &RedisOperation) -> usize {
+    let error = op
+        .reply
+        .as_ref()
+        .and_then(|r| r.error.as_ref())
+        .map_or(0, |e| e.code.capacity() + e.message.capacity());
+    op.command.capacity() + mem::opt_string(op.subcommand.as_ref()) + error
 }
 
 /// `*<digits>\r\n$`, or a prefix of it: how an array command starts.

@@ -12,6 +12,7 @@
 
 use super::error::ErrorKind;
 use crate::db::{Limits, Side};
+use crate::mem;
 
 /// Elements of an aggregate kept (command name, subcommand or channel, count).
 const KEEP_ITEMS: usize = 3;
@@ -129,6 +130,22 @@ impl Reader {
             v.text.len() + v.items.iter().map(Vec::len).sum::<usize>()
         });
         held + cur
+    }
+
+    /// Heap bytes held: the line or bulk string being read, the open aggregates, and what is
+    /// kept of the value in progress (its first elements, its text).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let state = match &self.state {
+            State::Line { buf, .. } => buf.capacity(),
+            State::Bulk { leaf, .. } => leaf.capacity(),
+            State::Lost { .. } => 0,
+        };
+        let cur = self.cur.as_ref().map_or(0, |v| {
+            mem::vec(&v.items)
+                + v.items.iter().map(Vec::capacity).sum::<usize>()
+                + v.text.capacity()
+        });
+        state + mem::vec(&self.stack) + cur
     }
 
     pub(crate) fn mid_value(&self) -> bool {

@@ -244,3 +244,34 @@ fn client_reply_off_and_skip_do_not_shift_the_pairing() {
     assert_eq!(seen, want);
     assert!(t.errors().is_empty());
 }
+
+#[test]
+fn heap_bytes_sees_a_partial_line_and_pipelined_commands() {
+    let mut t = T::new();
+    let fresh = t.conn.heap_bytes();
+    assert!(fresh < 1024, "{fresh}");
+    // An inline command 10 006 bytes long, its line not ended: held.
+    let line = format!("SET k {}", "x".repeat(10_000));
+    t.req(line.as_bytes());
+    assert_eq!(t.conn.buffered(Side::Request), line.len());
+    let partial = t.conn.heap_bytes();
+    assert!((10_000..2 * line.len()).contains(&partial), "{partial}");
+    // The line ends: only the queued command is left (its first words, 64 bytes at most).
+    t.req(b"\r\n");
+    assert_eq!(t.conn.pending(), 1);
+    let queued = t.conn.heap_bytes();
+    assert!(queued < 2048, "{queued}");
+    t.resp(b"+OK\r\n");
+    assert_eq!(t.ops().len(), 1);
+    // 100 pipelined commands, no reply yet.
+    let base = t.conn.heap_bytes();
+    let batch: Vec<u8> = (0..100)
+        .flat_map(|i| cmd(&["GET", &format!("k{i}")]))
+        .collect();
+    t.req(&batch);
+    assert_eq!(t.conn.pending(), 100);
+    let grown = t.conn.heap_bytes() - base;
+    let op = std::mem::size_of::<RedisOperation>();
+    assert!(grown >= 100 * (op + 3), "{grown}");
+    assert!(grown < 256 * (op + 64), "{grown}");
+}

@@ -144,6 +144,11 @@ impl Decoder {
         &self.table
     }
 
+    /// Heap bytes held: the dynamic table and the scratch buffer for literals.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.table.heap_bytes() + self.scratch.capacity()
+    }
+
     /// The largest table size the decoding peer advertised (SETTINGS_HEADER_TABLE_SIZE): the
     /// table never holds more, and a size update above it is
     /// [`DecoderError::SizeUpdateOverLimit`].

@@ -200,6 +200,13 @@ impl Table {
         self.size
     }
 
+    /// Heap bytes held: the entry slots, and the RFC sizes of the entries (name + value + 32:
+    /// the 32 stands for each entry's allocation; a placeholder holds nothing but is counted
+    /// the same, an overestimate bounded by the table's cap).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<Entry>() + self.size
+    }
+
     /// The encoder's maximum table size as last signalled.
     pub fn max_size(&self) -> usize {
         self.max_size
