@@ -85,6 +85,7 @@ def main():
         "priorityClassName": "system-node-critical",
         "image": {"repository": "registry.local/sonde", "tag": "dev", "pullPolicy": "Never"},
         "metrics": {"port": 9500, "service": {"enabled": True}},
+        "ui": {"enabled": True, "port": 9470},
     }
     for name, values in [("default", None), ("non-default", nondefault)]:
         report = helm.lint(CHART, values, strict=True, namespace="sonde", kube_version="v" + KUBE_VERSION)
@@ -112,6 +113,7 @@ def main():
     check(env["SONDE_KUBERNETES"]["value"] == "1", "kubernetes mode")
     check(env["SONDE_DEFAULT_POLICY"]["value"] == "all-except-system", "default policy")
     check(env["SONDE_METRICS_ADDRESS"]["value"] == "0.0.0.0:9464", "metrics on the pod IP")
+    check(c["args"] == ["run"], f"no trace view by default: {c['args']}")
     check("OTEL_EXPORTER_OTLP_ENDPOINT" not in env and "SONDE_NO_INJECT" not in env, "no exporter by default")
     check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness on /healthz")
     check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness on /readyz")
@@ -193,11 +195,14 @@ def main():
     check(pod["tolerations"][0]["key"] == "dedicated", "tolerations")
     check(c["resources"]["limits"]["memory"] == "256Mi", "resources")
     check(c["ports"][0]["containerPort"] == 9500, "metrics port")
+    check(c["args"] == ["run", "--ui", "127.0.0.1:9470"], f"the trace view on the pod's loopback: {c['args']}")
+    check(len(c["ports"]) == 1, "the trace view's port is not exposed")
     svc = d[("Service", "tracer-sonde-metrics")]
     check(svc["spec"]["clusterIP"] == "None" and svc["spec"]["ports"][0]["port"] == 9500, "metrics Service")
     check(d[("ClusterRoleBinding", "tracer-sonde")]["subjects"][0]["namespace"] == "observability", "binding namespace")
     notes = m.get("sonde/templates/NOTES.txt", "")
     check("sonde.dev/tracing=enabled" in notes and "privileged" in notes, "opt-in NOTES")
+    check("port-forward pod/<sonde pod on the node> 9470:9470" in notes, f"NOTES say how to open the trace view: {notes}")
     inline = chart.render({"otlp": {"endpoint": "http://c:4317", "headers": {"x-api-key": "k", "tenant": "t"}}}, name="s", namespace="s")
     env = env_of(docs(inline)[("DaemonSet", "s-sonde")]["spec"]["template"]["spec"]["containers"][0])
     check(env["OTEL_EXPORTER_OTLP_HEADERS"]["value"] == "tenant=t,x-api-key=k", "inline headers")
