@@ -7,6 +7,7 @@
 //! [capture]
 //! capture_bytes = 4096            # bytes copied per read/write, 0..=16384
 //! ring_buffer_bytes = 16777216    # kernel ring buffer (power of two)
+//! state_budget_bytes = 67108864   # parser state of all connections together (userspace)
 //! pids = [1234]                   # trace only these processes (and their children)
 //! cgroups = ["system.slice/app"]  # trace only these cgroups (v2)
 //! exclude_pids = []
@@ -175,6 +176,10 @@ pub struct CaptureSection {
     /// Processes never traced.
     #[serde(default)]
     pub exclude_pids: Vec<u32>,
+    /// Heap bytes of parser state (HTTP/2 tables, header blocks, prepared statements,
+    /// timing) kept for all connections together; past it the least recently active
+    /// connections' state is dropped, counted. Default 64 MiB.
+    pub state_budget_bytes: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]

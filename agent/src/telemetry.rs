@@ -322,6 +322,21 @@ impl Telemetry {
             "Userspace trace-context entries dropped at their bounds (their spans start new traces).",
         )
         .sample(&[], s.spans.links_dropped as f64);
+        w.gauge(
+            "sonde_conn_state_bytes",
+            "Heap bytes of the parser state of all tracked connections (measured about once a second).",
+        )
+        .sample(&[], s.spans.state_bytes as f64);
+        w.counter(
+            "sonde_conn_state_evictions_total",
+            "Connections whose parser state was dropped to stay within [capture] state_budget_bytes (parsed again from their next bytes).",
+        )
+        .sample(&[], s.spans.state_evictions as f64);
+        w.counter(
+            "sonde_conn_state_evicted_bytes_total",
+            "Heap bytes of parser state dropped to stay within the budget.",
+        )
+        .sample(&[], s.spans.state_evicted_bytes as f64);
         let mut f = w.counter(
             "sonde_trace_injections_total",
             "Outgoing HTTP/1 requests by traceparent injection outcome.",
@@ -394,6 +409,9 @@ impl Telemetry {
                 "db_reported_by_client": s.spans.db_reported_by_client,
                 "trace_context_dropped": s.spans.links_dropped,
                 "injections": s.spans.injections,
+                "conn_state_bytes": s.spans.state_bytes,
+                "conn_state_evictions": s.spans.state_evictions,
+                "conn_state_evicted_bytes": s.spans.state_evicted_bytes,
             },
             "export": export,
             "programs": s.programs.iter().map(|(n, t, c)| json!({"name": n, "run_time_ns": t.as_nanos() as u64, "run_count": c})).collect::<Vec<_>>(),

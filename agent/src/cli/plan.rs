@@ -18,6 +18,9 @@ use crate::{
     span::HttpConfig,
 };
 
+/// The smallest parser-state budget accepted.
+const MIN_STATE_BUDGET: usize = 1 << 20;
+
 /// Errors in command-line values: what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgError {
@@ -63,6 +66,11 @@ pub enum ArgError {
     CgroupRoot(PathBuf),
     #[error("[kubernetes] max_pods {0} must be at least 1")]
     MaxPods(usize),
+    #[error(
+        "[capture] state_budget_bytes {0} is below {MIN_STATE_BUDGET} (1 MiB): connections would \
+         lose their parser state all the time; the default is 64 MiB"
+    )]
+    StateBudget(usize),
     #[error("--ui {0}: expected IP:PORT such as 127.0.0.1:9465 ([ui] address)")]
     UiAddress(String),
     #[error(
@@ -258,6 +266,10 @@ impl RunArgs {
             capture_response_headers: privacy.response_headers.clone(),
             root_sampler: sampling.root_sampler(),
             raw_query_services: privacy.raw_query_services.clone(),
+            state_budget_bytes: match file.capture.state_budget_bytes {
+                Some(n) if n < MIN_STATE_BUDGET => return Err(ArgError::StateBudget(n)),
+                n => n,
+            },
         };
 
         // Exporter: file < OTEL_* environment < flags.
@@ -550,6 +562,12 @@ mod tests {
             e.contains("capture_bites") && e.contains("sonde.toml"),
             "{e}"
         );
+        std::fs::write(&file, "[capture]\nstate_budget_bytes = 33554432\n").unwrap();
+        let p = args.plan(env(&[])).unwrap();
+        assert_eq!(p.http.state_budget_bytes, Some(32 << 20));
+        std::fs::write(&file, "[capture]\nstate_budget_bytes = 1000\n").unwrap();
+        let e = args.plan(env(&[])).err().unwrap().to_string();
+        assert!(e.contains("state_budget_bytes 1000"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

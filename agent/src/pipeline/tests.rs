@@ -202,6 +202,18 @@ fn pipeline_of(
     sampling: SamplingConfig,
     resource: Resource,
 ) -> Vec<Span> {
+    let mut sink = run_stage(events, http, sampling, resource).into_out();
+    sink.finish();
+    std::mem::take(sink.inner_mut())
+}
+
+/// [`pipeline_of`], returning the span stage (its statistics, and the spans in its sink).
+fn run_stage(
+    events: Vec<Event>,
+    http: HttpConfig,
+    sampling: SamplingConfig,
+    resource: Resource,
+) -> SpanStage<PolicySink<Vec<Span>>, FixedResource> {
     let policy = Policy::new(&PrivacySection::default()).unwrap();
     let sink = PolicySink::new(Vec::new(), sampling, policy, None);
     let stage = SpanStage::new(
@@ -215,12 +227,8 @@ fn pipeline_of(
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let stage = rt
-        .block_on(driver.run_recorded(&mut source, &mut NoKernel))
-        .unwrap();
-    let mut sink = stage.into_out();
-    sink.finish();
-    std::mem::take(sink.inner_mut())
+    rt.block_on(driver.run_recorded(&mut source, &mut NoKernel))
+        .unwrap()
 }
 
 fn str_attr<'a>(s: &'a Span, key: &str) -> &'a str {
@@ -683,5 +691,87 @@ fn query_text_keeps_its_literals_only_for_the_services_named() {
     assert_eq!(
         insert(&run("billing")),
         "INSERT INTO users VALUES (?, ?), (?, ?)"
+    );
+}
+
+/// An HTTP/2 client connection that sends its preface, SETTINGS and a HEADERS frame without
+/// END_HEADERS, then `n` CONTINUATION frames of `size` bytes, never finishing the block.
+fn open_h2_header_block(r: &mut Recorder, id: u64, pid: u32, n: usize, size: usize) {
+    let (local, remote) = addrs(Role::Client);
+    r.open(id, pid, Role::Client, local, remote);
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    let mut first = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    first.extend(frame(0x4, 0, 0, &[]));
+    // HEADERS (no END_HEADERS): :method GET, then a literal without indexing whose value
+    // goes on in the CONTINUATION frames.
+    first.extend(frame(
+        0x1,
+        0x1,
+        1,
+        &[0x82, 0x00, 0x01, b'x', 0x7f, 0xff, 0x7f],
+    ));
+    let mut seq = 0;
+    r.data(id, pid, Role::Client, Direction::Egress, seq, &first);
+    seq += first.len() as u64;
+    for _ in 0..n {
+        let c = frame(0x9, 0, 1, &vec![b'a'; size]);
+        r.data(id, pid, Role::Client, Direction::Egress, seq, &c);
+        seq += c.len() as u64;
+    }
+}
+
+#[test]
+fn connection_state_stays_within_its_budget_and_other_traffic_still_gives_spans() {
+    let mut r = Recorder::new();
+    // 40 connections each holding an unfinished 60 KB header block: over 2 MB of state.
+    for id in 1..=40 {
+        open_h2_header_block(&mut r, id, 7, 15, 4000);
+    }
+    // An ordinary HTTP/1 connection after the budget's once-a-second check has run.
+    r.now += 2_000_000_000;
+    r.connection(100, 8, Role::Server, "curl_keepalive_nginx");
+    let budget = 1 << 20;
+    let http = HttpConfig {
+        state_budget_bytes: Some(budget),
+        ..HttpConfig::default()
+    };
+    let mut stage = run_stage(
+        r.events,
+        http,
+        SamplingConfig::default(),
+        Resource::default(),
+    );
+    let stats = stage.stats().clone();
+    assert!(
+        stats.state_evictions >= 10,
+        "the oldest blocks' state was dropped: {stats:?}"
+    );
+    assert!(
+        stats.state_evicted_bytes >= 10 * 50_000,
+        "each dropped state held its block: {stats:?}"
+    );
+    assert!(
+        stats.state_bytes <= budget as u64,
+        "within the budget after the check: {stats:?}"
+    );
+    // The HTTP/1 connection, active after the flood, still gives its spans.
+    let sink = stage.out_mut();
+    sink.finish();
+    let spans = std::mem::take(sink.inner_mut());
+    // (The flood's connections still open at the end give client spans of their own.)
+    let paths: Vec<&str> = kind_of(&spans, SpanKind::Server)
+        .into_iter()
+        .map(|s| str_attr(s, "url.path"))
+        .collect();
+    assert_eq!(
+        paths,
+        ["/index.html", "/missing", "/small.txt"],
+        "{spans:#?}"
     );
 }

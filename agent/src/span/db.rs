@@ -388,4 +388,12 @@ impl ProtocolConn for Db {
         }
         self.handle(cx, at_ns);
     }
+
+    fn heap_bytes(&self) -> usize {
+        match &self.parser {
+            Parser::Postgres(p, out) => p.heap_bytes() + super::protocol::vec_heap(out),
+            Parser::Mysql(p, out) => p.heap_bytes() + super::protocol::vec_heap(out),
+            Parser::Redis(p, out) => p.heap_bytes() + super::protocol::vec_heap(out),
+        }
+    }
 }

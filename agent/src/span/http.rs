@@ -115,6 +115,10 @@ pub struct HttpConfig {
     pub root_sampler: RootSampler,
     /// Services whose database spans keep literals in `db.query.text` (privacy policy).
     pub raw_query_services: Vec<String>,
+    /// Bytes of parser state kept for all connections together (default
+    /// [`super::stage::DEFAULT_STATE_BUDGET`]); past it the least recently active
+    /// connections' state is dropped (see [`super::stage`]).
+    pub state_budget_bytes: Option<usize>,
 }
 
 /// Header values as text.

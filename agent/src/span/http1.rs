@@ -162,6 +162,16 @@ impl ProtocolConn for Http1 {
         self.parser.close(reason, &mut self.events);
         self.handle(cx);
     }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Http1Conn>()
+            + self.parser.heap_bytes()
+            + super::protocol::vec_heap(&self.events)
+            + self
+                .upgrade
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<PendingUpgrade>())
+    }
 }
 
 /// The `101` that switches a connection to h2c.

@@ -57,6 +57,15 @@ impl ConnShared {
     pub fn is_client(&self) -> bool {
         self.info.role == Role::Client
     }
+
+    /// Heap bytes of the timing indexes and held contexts.
+    pub fn heap_bytes(&self) -> usize {
+        self.timing
+            .iter()
+            .map(TimingIndex::heap_bytes)
+            .sum::<usize>()
+            + self.ctxs.capacity() * std::mem::size_of::<TraceCtxEv>()
+    }
 }
 
 /// Everything a protocol module may use while it handles one chunk or the end of its
@@ -128,6 +137,14 @@ pub(crate) trait ProtocolConn: Send {
     fn feed(&mut self, cx: &mut Cx<'_>, direction: Direction, chunk: &Chunk) -> Next;
     /// The connection ended at `at_ns`: what is in flight ends too, with `reason`.
     fn close(&mut self, cx: &mut Cx<'_>, reason: EndReason, at_ns: u64);
+    /// Heap bytes the parser holds now (its buffers, tables, remembered statements), for the
+    /// stage's memory budget.
+    fn heap_bytes(&self) -> usize;
+}
+
+/// Heap bytes of a vector's buffer.
+pub(crate) fn vec_heap<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
 }
 
 pub(crate) fn dir_idx(d: Direction) -> usize {

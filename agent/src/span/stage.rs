@@ -6,6 +6,14 @@
 //! (`connect` = client, `accept` = server); when the role is unknown, from the direction the
 //! detector says requests go. Chunks seen while detecting are kept (a few) and replayed into
 //! the parser that wins.
+//!
+//! Memory: each connection's parser is bounded, but up to 65,536 connections are tracked,
+//! each able to hold tens of KiB (HTTP/2 header tables and blocks, remembered statements,
+//! timing). The parser state of all connections together is held to a budget
+//! ([`DEFAULT_STATE_BUDGET`], `[capture] state_budget_bytes`): about once a second it is
+//! measured, and when over, the state of the least recently active connections is dropped
+//! until three quarters of the budget remain, each drop counted. Such a connection is
+//! parsed again from its next bytes, as if sonde had joined it midway.
 
 use std::collections::HashMap;
 
@@ -30,11 +38,20 @@ use crate::{
 /// Trace contexts remembered per connection until their exchange completes.
 const MAX_CTX_PER_CONN: usize = 256;
 
+/// Parser state kept for all connections together, by default.
+pub const DEFAULT_STATE_BUDGET: usize = 64 << 20;
+
+/// How often (monotonic ns) the state is measured against its budget.
+const BUDGET_CHECK_NS: u64 = 1_000_000_000;
+
 enum Proto {
     /// Waiting for a chunk that says what this is; chunks seen meanwhile.
     Detecting {
         chunks: usize,
         held: Vec<(Direction, Chunk)>,
+        /// Detecting again after the state was dropped for the budget (already counted
+        /// by protocol).
+        again: bool,
     },
     Parsing(Box<dyn ProtocolConn>),
     /// Not a protocol sonde parses (or parsing stopped): bytes are ignored.
@@ -44,6 +61,25 @@ enum Proto {
 struct ConnState {
     shared: ConnShared,
     proto: Proto,
+    /// The stage's activity count at this connection's last chunk (larger: more recent).
+    active: u64,
+}
+
+impl ConnState {
+    fn heap_bytes(&self) -> usize {
+        let proto = match &self.proto {
+            Proto::Detecting { held, .. } => held
+                .iter()
+                .map(|(_, c)| match c {
+                    Chunk::Data { bytes, .. } => bytes.len(),
+                    Chunk::Gap { .. } => 0,
+                })
+                .sum::<usize>(),
+            Proto::Parsing(p) => p.heap_bytes(),
+            Proto::Ignored => 0,
+        };
+        proto + self.shared.heap_bytes()
+    }
 }
 
 /// The parts of the stage a protocol's [`Cx`] borrows, apart from the connection map.
@@ -79,6 +115,9 @@ pub struct SpanStage<O: SpanSink, R: ResourceSource> {
     clock_checked_ns: u64,
     /// Whether the clock is the host's (refreshed) or fixed (replays).
     live_clock: bool,
+    /// Chunks seen, all connections together: the order of activity.
+    activity: u64,
+    budget_checked_ns: u64,
 }
 
 impl<O: SpanSink> SpanStage<O, ProcessCache> {
@@ -110,6 +149,8 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
             },
             clock_checked_ns: 0,
             live_clock: false,
+            activity: 0,
+            budget_checked_ns: 0,
         }
     }
 
@@ -148,6 +189,52 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
                 p.clock.refresh();
             }
         }
+        if now_ns.saturating_sub(self.budget_checked_ns) >= BUDGET_CHECK_NS {
+            self.budget_checked_ns = now_ns;
+            self.enforce_budget();
+        }
+    }
+
+    /// Measures the connections' parser state; over the budget, drops the state of the least
+    /// recently active ones until three quarters of it remain.
+    pub fn enforce_budget(&mut self) {
+        let budget = self
+            .parts
+            .config
+            .state_budget_bytes
+            .unwrap_or(DEFAULT_STATE_BUDGET);
+        let mut sizes: Vec<(u64, u64, usize)> = self
+            .conns
+            .iter()
+            .map(|(id, c)| (c.active, *id, c.heap_bytes()))
+            .collect();
+        let mut total: usize = sizes.iter().map(|s| s.2).sum();
+        let stats = &mut self.parts.stats;
+        if total > budget {
+            sizes.sort_unstable();
+            let target = budget / 4 * 3;
+            for (_, id, bytes) in sizes {
+                if total <= target {
+                    break;
+                }
+                if bytes == 0 {
+                    continue;
+                }
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.proto = Proto::Detecting {
+                        chunks: 0,
+                        held: Vec::new(),
+                        again: true,
+                    };
+                    c.shared.timing = Default::default();
+                    c.shared.ctxs = Default::default();
+                    total -= bytes.min(total);
+                    stats.state_evictions += 1;
+                    stats.state_evicted_bytes += bytes as u64;
+                }
+            }
+        }
+        stats.state_bytes = total as u64;
     }
 
     /// Feeds a chunk to the connection's parser, following a switch of protocol.
@@ -179,9 +266,15 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        let Proto::Detecting { chunks, held } = &mut c.proto else {
+        let Proto::Detecting {
+            chunks,
+            held,
+            again,
+        } = &mut c.proto
+        else {
             return;
         };
+        let again = *again;
         let Chunk::Data { bytes, .. } = &chunk else {
             if held.len() < DETECT_MAX_CHUNKS {
                 held.push((direction, chunk));
@@ -208,14 +301,18 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
         let Some(found) = DETECTORS.iter().find_map(|d| d.detect(&probe)) else {
             if *chunks >= DETECT_MAX_CHUNKS {
                 c.proto = Proto::Ignored;
-                self.parts.stats.count_protocol("unknown");
+                if !again {
+                    self.parts.stats.count_protocol("unknown");
+                }
             } else if held.len() < DETECT_MAX_CHUNKS {
                 held.push((direction, chunk));
             }
             return;
         };
         set_role(&mut c.shared.info, found.request_dir);
-        self.parts.stats.count_protocol(found.name);
+        if !again {
+            self.parts.stats.count_protocol(found.name);
+        }
         let Proto::Detecting { held, .. } =
             std::mem::replace(&mut c.proto, Proto::Parsing(found.conn))
         else {
@@ -244,7 +341,9 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
                 proto: Proto::Detecting {
                     chunks: 0,
                     held: Vec::new(),
+                    again: false,
                 },
+                active: self.activity,
             },
         );
     }
@@ -254,9 +353,12 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
+        self.activity += 1;
+        c.active = self.activity;
         if let Chunk::Data {
             seq, bytes, meta, ..
         } = &chunk
+            && !matches!(c.proto, Proto::Ignored)
         {
             c.shared.timing[dir_idx(direction)].record(*seq, bytes.len() as u64, meta);
         }

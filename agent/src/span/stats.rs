@@ -82,6 +82,11 @@ pub struct SpanStats {
     pub links_open: u64,
     /// Client stream contexts waiting for their peer's server span (a gauge).
     pub links_peers: u64,
+    /// Heap bytes of all connections' parser state at the last measure (a gauge).
+    pub state_bytes: u64,
+    /// Connections whose parser state was dropped to stay within the budget, and the bytes.
+    pub state_evictions: u64,
+    pub state_evicted_bytes: u64,
 }
 
 impl SpanStats {

@@ -76,6 +76,11 @@ impl TimingIndex {
         self.entries.len()
     }
 
+    /// Heap bytes held (what the ring of entries has room for).
+    pub fn heap_bytes(&self) -> usize {
+        self.entries.capacity() * std::mem::size_of::<ChunkTime>()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -274,6 +274,12 @@ impl ProtocolConn for Http2 {
         self.parser.close(reason, &mut self.events);
         self.handle(cx, at_ns);
     }
+
+    fn heap_bytes(&self) -> usize {
+        self.parser.heap_bytes()
+            + super::protocol::vec_heap(&self.events)
+            + self.streams.capacity() * std::mem::size_of::<(u32, Stream)>()
+    }
 }
 
 /// The request's own trace context, if it carries a valid `traceparent`.
