@@ -430,18 +430,44 @@ fn fifty_concurrent_clients_through_a_thread_per_request_chain() {
     let c = py_hop(&mut cg, None);
     let b = py_hop(&mut cg, Some(c));
     let a = py_hop(&mut cg, Some(b));
-    // The load generator is not traced: A's server spans are the roots.
+    // The load generator is not traced: A's server spans are the roots. Every request has a
+    // path of its own (`/chain/ID`), which each hop forwards to the next: the spans of one
+    // request carry its id, so a child under another request's span is caught by id.
     let load = TestCgroup::new("ctx-load-client");
     let rec = cg.capture_spans();
     let n = 1000;
-    let mut cmd = load.command("hey");
-    cmd.args(["-n", &n.to_string(), "-c", "50"])
-        .arg(format!("http://127.0.0.1:{a}/chain"));
+    let mut cmd = load.command(&python());
+    cmd.arg(peers_dir().join("load_ids.py")).args([
+        "127.0.0.1",
+        &a.to_string(),
+        "/chain",
+        &n.to_string(),
+        "50",
+    ]);
     let out = String::from_utf8(load.run(cmd)).unwrap();
-    assert!(out.contains(&format!("[200]\t{n} responses")), "{out}");
+    assert_eq!(out.trim(), format!("ok {n}"), "{out}");
     std::thread::sleep(Duration::from_millis(300));
     let (spans, _, summary) = rec.finish();
 
+    // The request a span belongs to: the id in its path (server spans) or URL (client spans).
+    let request_id = |s: &Span| -> u32 {
+        let url = match s.attr("url.path").or_else(|| s.attr("url.full")) {
+            Some(sonde_model::Value::Str(u)) => u.as_str(),
+            _ => "",
+        };
+        url.rsplit_once("/chain/")
+            .and_then(|(_, id)| id.parse().ok())
+            .unwrap_or_else(|| panic!("no request id in {s:#?}"))
+    };
+    let mut per_request: BTreeMap<u32, usize> = BTreeMap::new();
+    for s in &spans {
+        *per_request.entry(request_id(s)).or_default() += 1;
+    }
+    assert_eq!(
+        per_request.len(),
+        n,
+        "every request id appears in the spans, and no other"
+    );
     let by_id: BTreeMap<_, _> = spans.iter().map(|s| (s.span_id, s)).collect();
     let kind_port = |s: &Span| (s.kind, attr_int(s, "server.port") as u16);
     let expected_parent = |s: &Span| match kind_port(s) {
@@ -463,6 +489,11 @@ fn fifty_concurrent_clients_through_a_thread_per_request_chain() {
                 Some(kind_port(parent)),
                 expected_parent(s),
                 "mislinked: {s:#?} -> {parent:#?}"
+            );
+            assert_eq!(
+                request_id(parent),
+                request_id(s),
+                "mislinked to another request: {s:#?} -> {parent:#?}"
             );
             *children.entry(p).or_default() += 1;
         }
@@ -490,8 +521,13 @@ fn fifty_concurrent_clients_through_a_thread_per_request_chain() {
         })
         .count();
     let k = &summary.kernel;
+    let ambiguous = spans
+        .iter()
+        .filter(|s| attr_str(s, "sonde.trace.link") == "ambiguous")
+        .count();
     eprintln!(
-        "complete traces {complete}/{n}; ambiguous {}, desync {}",
+        "complete traces {complete}/{n}; spans left unlinked as ambiguous {ambiguous}; kernel \
+         ambiguous {}, desync {}",
         k.get(Counter::CtxAmbiguous),
         k.get(Counter::HttpDesync)
     );
