@@ -119,10 +119,7 @@ pub struct Placed {
 
 /// The service of a span: its resource's `service.name`.
 pub fn service_of(span: &Span) -> &str {
-    match span.resource.get("service.name") {
-        Some(Value::Str(s)) => s.as_str(),
-        _ => "unknown",
-    }
+    span.resource.service_name().unwrap_or("unknown")
 }
 
 impl TraceStore {
