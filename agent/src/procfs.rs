@@ -35,12 +35,15 @@ impl Procfs {
         Some(s.trim_end_matches('\n').to_owned())
     }
 
-    /// Listening TCP sockets in the network namespace of `pid`.
-    pub fn listeners(&self, pid: u32) -> Vec<SocketAddr> {
+    /// Listening TCP sockets in the network namespace of `pid`; `None` when neither table
+    /// could be read (the process is gone, or exiting: a zombie's `net/tcp` cannot be read).
+    pub fn listeners(&self, pid: u32) -> Option<Vec<SocketAddr>> {
         let mut out = Vec::new();
+        let mut read = false;
         for file in ["tcp", "tcp6"] {
             let path = self.root.join(pid.to_string()).join("net").join(file);
             if let Ok(text) = fs::read_to_string(path) {
+                read = true;
                 out.extend(
                     parse_net_tcp(&text)
                         .filter(|(_, st)| *st == TCP_LISTEN)
@@ -48,16 +51,18 @@ impl Procfs {
                 );
             }
         }
-        out
+        read.then_some(out)
     }
 
     /// Whether the process is the server side of a connection with local address `local`:
     /// some socket of its namespace listens on that port (on that address or a wildcard).
+    /// `Unknown` when the listeners cannot be read: a short-lived server process (a
+    /// PostgreSQL backend) is often gone by the time its first record is handled, and calling
+    /// it a client would make its requests look like answers; with `Unknown` the bytes decide.
     pub fn role_of(&self, pid: u32, local: SocketAddr) -> Role {
-        let listeners = self.listeners(pid);
-        if listeners.is_empty() && !self.root.join(pid.to_string()).exists() {
+        let Some(listeners) = self.listeners(pid) else {
             return Role::Unknown;
-        }
+        };
         let serves = listeners.iter().any(|l| {
             l.port() == local.port()
                 && (l.ip().is_unspecified() || l.ip() == local.ip() || same_v4(l.ip(), local.ip()))
@@ -155,6 +160,12 @@ mod tests {
         assert_eq!(p.role_of(42, "[::1]:80".parse().unwrap()), Role::Server);
         assert_eq!(
             p.role_of(43, "127.0.0.1:8080".parse().unwrap()),
+            Role::Unknown
+        );
+        // A process whose tables cannot be read (a zombie): unknown, never a guess.
+        fs::create_dir_all(dir.join("44")).unwrap();
+        assert_eq!(
+            p.role_of(44, "127.0.0.1:8080".parse().unwrap()),
             Role::Unknown
         );
         fs::remove_dir_all(&dir).unwrap();
