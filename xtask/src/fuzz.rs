@@ -10,8 +10,20 @@ use anyhow::{Context as _, Result};
 
 use crate::{run, setup::ebpf_toolchain, step, workspace_root};
 
-/// Targets and the longest input each is given.
-const TARGETS: &[(&str, u32)] = &[("http1", 8192), ("h2_conn", 8192), ("hpack", 4096)];
+/// Targets and the longest input each is given: every `fuzz_targets/*.rs` but the shared
+/// harness (a test below keeps the two lists equal).
+const TARGETS: &[(&str, u32)] = &[
+    ("http1", 8192),
+    ("h2_conn", 8192),
+    ("hpack", 4096),
+    ("postgres", 8192),
+    ("mysql", 8192),
+    ("redis", 8192),
+    ("sql", 2048),
+];
+
+/// The cargo-fuzz release installed when missing.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 pub fn fuzz(seconds: u32, only: Option<&str>) -> Result<()> {
     let (toolchain, _) = ebpf_toolchain()?;
@@ -21,7 +33,13 @@ pub fn fuzz(seconds: u32, only: Option<&str>) -> Result<()> {
         .is_ok_and(|o| o.status.success());
     if !have {
         step("installing cargo-fuzz");
-        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+        run(Command::new("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
     }
     let dir = workspace_root().join("protocol/fuzz");
     for seed in ["seed.py", "seed_h2.py"] {
@@ -51,4 +69,31 @@ pub fn fuzz(seconds: u32, only: Option<&str>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fuzz_target_is_run() {
+        let dir = workspace_root().join("protocol/fuzz/fuzz_targets");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".rs").map(str::to_owned)
+            })
+            .filter(|n| n != "db_common")
+            .collect();
+        files.sort();
+        let mut listed: Vec<String> = TARGETS.iter().map(|(t, _)| (*t).to_owned()).collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            files,
+            "xtask/src/fuzz.rs TARGETS and {}",
+            dir.display()
+        );
+    }
 }

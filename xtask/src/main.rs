@@ -192,6 +192,10 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
         cmd.arg("--").args(extra);
     }
     run(&mut cmd)?;
+    // Every fuzz target of the protocol parsers, briefly: a crash fails the suite (`cargo
+    // xtask fuzz --seconds N` runs them longer).
+    step("fuzz smoke run (every target of protocol/fuzz, 10 s each)");
+    fuzz::fuzz(10, None)?;
     // The benchmark harness must keep working: a short run on the debug build (its numbers
     // mean nothing; `cargo xtask bench` measures the release build).
     step("benchmark smoke run");
