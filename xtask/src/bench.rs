@@ -189,11 +189,11 @@ struct Sample {
     agent_rss_mib: Option<f64>,
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -206,12 +206,12 @@ fn wait_port(port: u16) -> Result<()> {
 }
 
 /// A cgroup v2 for the servers: sonde traces it and nothing else.
-struct BenchCgroup {
-    path: PathBuf,
+pub(crate) struct BenchCgroup {
+    pub(crate) path: PathBuf,
 }
 
 impl BenchCgroup {
-    fn new() -> Result<Self> {
+    pub(crate) fn new() -> Result<Self> {
         let mounts = fs::read_to_string("/proc/self/mountinfo")?;
         let root = mounts
             .lines()
@@ -226,7 +226,7 @@ impl BenchCgroup {
         Ok(Self { path })
     }
 
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(program);
         let procs = std::ffi::CString::new(
             self.path
@@ -266,7 +266,7 @@ impl Drop for BenchCgroup {
     }
 }
 
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -275,7 +275,7 @@ impl Drop for Proc {
     }
 }
 
-fn read_ready(child: &mut Child) -> Result<()> {
+pub(crate) fn read_ready(child: &mut Child) -> Result<()> {
     let out = child.stdout.take().context("stdout")?;
     let mut line = String::new();
     BufReader::new(out).read_line(&mut line)?;
@@ -286,7 +286,7 @@ fn read_ready(child: &mut Child) -> Result<()> {
 }
 
 /// nginx with an HTTP/1.1 and an HTTP/2 (prior knowledge) server: (process, h1 port, h2 port).
-fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16, u16)> {
+pub(crate) fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16, u16)> {
     let port = free_port()?;
     let h2_port = free_port()?;
     fs::create_dir_all(dir)?;
@@ -342,7 +342,7 @@ fn start_app(
     Ok((Proc(child), port))
 }
 
-fn start_grpc(cg: &BenchCgroup) -> Result<(Proc, u16)> {
+pub(crate) fn start_grpc(cg: &BenchCgroup) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let mut child = cg
         .command(peers_python())
@@ -379,13 +379,13 @@ fn start_sink(dir: &Path, ids: bool) -> Result<(Proc, u16, PathBuf)> {
 
 /// What the receiver has counted so far.
 #[derive(Clone, Copy, Debug, Default)]
-struct SinkCount {
-    spans: u64,
+pub(crate) struct SinkCount {
+    pub(crate) spans: u64,
     /// Distinct span ids (only when the receiver was started with `ids`).
     unique: u64,
 }
 
-fn sink_count(path: &Path) -> SinkCount {
+pub(crate) fn sink_count(path: &Path) -> SinkCount {
     let v: Value = fs::read_to_string(path)
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -398,7 +398,7 @@ fn sink_count(path: &Path) -> SinkCount {
 
 /// Smoke mode: the counters of sonde's summary that say something was lost, with their values
 /// (only those above zero), and whether every created span was exported.
-fn losses(summary: &Path) -> Result<Vec<String>> {
+pub(crate) fn losses(summary: &Path) -> Result<Vec<String>> {
     let text = fs::read_to_string(summary)
         .with_context(|| format!("sonde wrote no summary at {}", summary.display()))?;
     let v: Value = serde_json::from_str(&text)
@@ -737,7 +737,7 @@ fn stop(agent: &mut Agent) {
     let _ = agent.proc.0.wait();
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
@@ -1011,7 +1011,7 @@ fn fmt_stat(s: Option<(f64, f64, f64)>, digits: usize) -> String {
     }
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|test|run|doctor|bench|fuzz|vm-test>`.
+//! Project tasks: `cargo xtask <setup|test|run|doctor|bench|soak|fuzz|vm-test>`.
 //!
 //! Everything a fresh machine needs is installed by `setup`, idempotently; the other tasks call
 //! it first, so the README's two commands work on a machine that has nothing but Rust.
@@ -7,6 +7,7 @@ mod bench;
 mod cycles;
 mod fuzz;
 mod setup;
+mod soak;
 mod vm;
 
 use std::{
@@ -65,6 +66,25 @@ enum Task {
         /// Benchmark the debug build instead of the release build (for smoke runs).
         #[arg(long)]
         debug: bool,
+    },
+    /// Set up, build sonde (release) and trace mixed traffic for a long time (HTTP/1.1, h2c,
+    /// gRPC, TLS, short-lived processes, connection churn, collector restarts): agent RSS, fds,
+    /// export accounting and BPF map entries over time; writes target/soak/report.{md,json}.
+    /// Not part of `test` (CI).
+    Soak {
+        /// Length of the run under load.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30)]
+        sample_seconds: u64,
+        /// How long the collector stays down at each restart (sonde's export timeout is 30 s).
+        #[arg(long, default_value_t = 10)]
+        collector_down_seconds: u64,
+        /// Fail when an LRU map grows after the warm-up too (by default its growth and the
+        /// time it takes to fill are reported: sonde lets stale LRU entries age out).
+        #[arg(long)]
+        strict_lru: bool,
     },
     /// Set up, then run sonde's kernel matrix: the same static binary and checks on Debian's
     /// 6.1 and 6.12 kernels under QEMU and on this machine's kernel; prints kernel × check.
@@ -125,6 +145,23 @@ fn main() -> ExitCode {
                 build_sonde()?
             };
             bench::bench(mode, &sonde)
+        }),
+        Task::Soak {
+            minutes,
+            sample_seconds,
+            collector_down_seconds,
+            strict_lru,
+        } => setup::setup().and_then(|_| {
+            let sonde = build_sonde()?;
+            soak::soak(
+                &soak::Options {
+                    minutes,
+                    sample_seconds,
+                    collector_down_seconds,
+                    strict_lru,
+                },
+                &sonde,
+            )
         }),
         Task::Fuzz { seconds, target } => {
             setup::setup().and_then(|_| fuzz::fuzz(seconds, target.as_deref()))

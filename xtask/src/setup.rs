@@ -52,6 +52,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     // the kernel matrix (`cargo xtask vm-test`): QEMU, and cpio for the initramfs
     "qemu-system-x86",
     "cpio",
+    // `cargo xtask soak`: the entries of each of the agent's BPF maps over time (`bpftool map
+    // show`, `bpftool map dump`)
+    "bpftool",
     // tests/tests/ui.rs: the trace view in a real, headless browser (Selenium from the venv)
     "chromium",
     "chromium-driver",
