@@ -324,7 +324,7 @@ pub async fn run<S: StreamSink + Observed>(
     let tracker = ConnTracker::new(
         config.limits.clone(),
         Box::new(move |c| match c.local {
-            Some(local) => procfs.role_of(c.pid, local),
+            Some(local) => procfs.role_of(c.pid, c.netns, local),
             None => sonde_proto::Role::Unknown,
         }),
     );

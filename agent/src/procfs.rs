@@ -12,12 +12,23 @@ use sonde_proto::Role;
 #[derive(Clone, Debug)]
 pub struct Procfs {
     root: PathBuf,
+    /// The network namespace (inode) of sonde itself: its own tables stand in for a process
+    /// of the same namespace whose tables cannot be read any more.
+    own_netns: Option<u32>,
 }
 
 impl Default for Procfs {
     fn default() -> Self {
+        let own_netns = fs::read_link("/proc/self/ns/net").ok().and_then(|l| {
+            l.to_str()?
+                .strip_prefix("net:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        });
         Self {
             root: PathBuf::from("/proc"),
+            own_netns,
         }
     }
 }
@@ -26,7 +37,16 @@ const TCP_LISTEN: u8 = 0x0A;
 
 impl Procfs {
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            own_netns: None,
+        }
+    }
+
+    /// Takes `<root>/self` as sonde's own process, in network namespace `netns`.
+    pub fn with_own_netns(mut self, netns: u32) -> Self {
+        self.own_netns = Some(netns);
+        self
     }
 
     /// The process's `comm`, or `None` if it is gone.
@@ -38,10 +58,14 @@ impl Procfs {
     /// Listening TCP sockets in the network namespace of `pid`; `None` when neither table
     /// could be read (the process is gone, or exiting: a zombie's `net/tcp` cannot be read).
     pub fn listeners(&self, pid: u32) -> Option<Vec<SocketAddr>> {
+        self.listeners_of(&pid.to_string())
+    }
+
+    fn listeners_of(&self, process: &str) -> Option<Vec<SocketAddr>> {
         let mut out = Vec::new();
         let mut read = false;
         for file in ["tcp", "tcp6"] {
-            let path = self.root.join(pid.to_string()).join("net").join(file);
+            let path = self.root.join(process).join("net").join(file);
             if let Ok(text) = fs::read_to_string(path) {
                 read = true;
                 out.extend(
@@ -55,12 +79,18 @@ impl Procfs {
     }
 
     /// Whether the process is the server side of a connection with local address `local`:
-    /// some socket of its namespace listens on that port (on that address or a wildcard).
-    /// `Unknown` when the listeners cannot be read: a short-lived server process (a
-    /// PostgreSQL backend) is often gone by the time its first record is handled, and calling
-    /// it a client would make its requests look like answers; with `Unknown` the bytes decide.
-    pub fn role_of(&self, pid: u32, local: SocketAddr) -> Role {
-        let Some(listeners) = self.listeners(pid) else {
+    /// some socket of its namespace (`netns`) listens on that port (on that address or a
+    /// wildcard). A short-lived process (a PostgreSQL backend, a curl) is often gone, or a
+    /// zombie whose tables cannot be read, by the time its first record is handled: then
+    /// sonde's own tables answer when it shares the namespace, else the role is `Unknown` and
+    /// the bytes decide (calling a server a client would make its requests look like answers).
+    pub fn role_of(&self, pid: u32, netns: u32, local: SocketAddr) -> Role {
+        let listeners = self.listeners(pid).or_else(|| {
+            (netns != 0 && self.own_netns == Some(netns))
+                .then(|| self.listeners_of("self"))
+                .flatten()
+        });
+        let Some(listeners) = listeners else {
             return Role::Unknown;
         };
         let serves = listeners.iter().any(|l| {
@@ -150,23 +180,41 @@ mod tests {
         fs::write(net.join("tcp6"), TCP6).unwrap();
         let p = Procfs::at(&dir);
         assert_eq!(
-            p.role_of(42, "127.0.0.1:8080".parse().unwrap()),
+            p.role_of(42, 0, "127.0.0.1:8080".parse().unwrap()),
             Role::Server
         );
         assert_eq!(
-            p.role_of(42, "127.0.0.1:54321".parse().unwrap()),
+            p.role_of(42, 0, "127.0.0.1:54321".parse().unwrap()),
             Role::Client
         );
-        assert_eq!(p.role_of(42, "[::1]:80".parse().unwrap()), Role::Server);
+        assert_eq!(p.role_of(42, 0, "[::1]:80".parse().unwrap()), Role::Server);
         assert_eq!(
-            p.role_of(43, "127.0.0.1:8080".parse().unwrap()),
+            p.role_of(43, 0, "127.0.0.1:8080".parse().unwrap()),
             Role::Unknown
         );
-        // A process whose tables cannot be read (a zombie): unknown, never a guess.
+        // A process whose tables cannot be read (a zombie): unknown, never a guess...
         fs::create_dir_all(dir.join("44")).unwrap();
         assert_eq!(
-            p.role_of(44, "127.0.0.1:8080".parse().unwrap()),
+            p.role_of(44, 7, "127.0.0.1:8080".parse().unwrap()),
             Role::Unknown
+        );
+        // ...unless it shares sonde's namespace: sonde's own tables answer.
+        let own = dir.join("self").join("net");
+        fs::create_dir_all(&own).unwrap();
+        fs::write(own.join("tcp"), TCP).unwrap();
+        let p = Procfs::at(&dir).with_own_netns(7);
+        assert_eq!(
+            p.role_of(44, 7, "127.0.0.1:8080".parse().unwrap()),
+            Role::Server
+        );
+        assert_eq!(
+            p.role_of(44, 7, "127.0.0.1:54321".parse().unwrap()),
+            Role::Client
+        );
+        assert_eq!(
+            p.role_of(44, 8, "127.0.0.1:8080".parse().unwrap()),
+            Role::Unknown,
+            "another namespace"
         );
         fs::remove_dir_all(&dir).unwrap();
     }
