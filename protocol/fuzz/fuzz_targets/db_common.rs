@@ -2,11 +2,8 @@
 //! steps and the checks, the same for every parser.
 //!
 //! ```text
-//! input = *( selector [len] bytes... )
-//! selector bit 0      side: 0 request, 1 response
-//! selector bits 1..2  0, 1: data of the next `len` bytes; 2: gap of `len` bytes; 3: data of
-//!                     the rest of the input
-//! selector bit 3      tight limits; bit 4: joined midway (both read from the first selector)
+//! input               the steps of `steps.rs`
+//! first selector      bit 3: tight limits; bit 4: joined midway
 //! ```
 //!
 //! Checks what must hold whatever the bytes: no panic, bounded buffers and queues, and, when the
@@ -14,39 +11,13 @@
 
 use sonde_protocol::db::{Limits, Side};
 
-pub enum Step<'a> {
-    Data(Side, &'a [u8]),
-    Gap(Side, u64),
-}
+#[path = "steps.rs"]
+mod input;
 
-pub fn steps(mut data: &[u8]) -> Vec<Step<'_>> {
-    let mut out = Vec::new();
-    while let [sel, rest @ ..] = data {
-        let side = if sel & 1 == 0 {
-            Side::Request
-        } else {
-            Side::Response
-        };
-        match (sel >> 1) & 3 {
-            3 => {
-                out.push(Step::Data(side, rest));
-                break;
-            }
-            kind => {
-                let [len, rest @ ..] = rest else { break };
-                let len = usize::from(*len);
-                if kind == 2 {
-                    out.push(Step::Gap(side, len as u64 + 1));
-                    data = rest;
-                } else {
-                    let n = len.min(rest.len());
-                    out.push(Step::Data(side, &rest[..n]));
-                    data = &rest[n..];
-                }
-            }
-        }
-    }
-    out
+pub type Step<'a> = input::Step<'a, Side>;
+
+pub fn steps(data: &[u8]) -> Vec<Step<'_>> {
+    input::steps(data, Side::Request, Side::Response)
 }
 
 /// Default limits, or tight ones when bit 3 of the first byte is set.

@@ -2,10 +2,7 @@
 //! tight limits, from the connection's start or joined in the middle.
 //!
 //! ```text
-//! input = *( selector [len] bytes... )
-//! selector bit 0      side: 0 request, 1 response
-//! selector bits 1..2  0, 1: data of the next `len` bytes; 2: gap of `len` + 1 bytes; 3: data
-//!                     of the rest of the input
+//! input               the steps of `steps.rs`
 //! first selector      bit 3: tight limits; bit 4: joined mid-connection (else the client
 //!                     preface is prepended on the request side); bit 5: report pushes
 //! ```
@@ -15,45 +12,15 @@
 //! a time.
 #![no_main]
 
+#[path = "steps.rs"]
+mod input;
+
 use libfuzzer_sys::fuzz_target;
 use sonde_protocol::http2::{EndReason, H2Conn, H2Event, Limits, Side};
 
+type Step<'a> = input::Step<'a, Side>;
+
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-enum Step<'a> {
-    Data(Side, &'a [u8]),
-    Gap(Side, u64),
-}
-
-fn steps(mut data: &[u8]) -> Vec<Step<'_>> {
-    let mut out = Vec::new();
-    while let [sel, rest @ ..] = data {
-        let side = if sel & 1 == 0 {
-            Side::Request
-        } else {
-            Side::Response
-        };
-        match (sel >> 1) & 3 {
-            3 => {
-                out.push(Step::Data(side, rest));
-                break;
-            }
-            kind => {
-                let [len, rest @ ..] = rest else { break };
-                let len = usize::from(*len);
-                if kind == 2 {
-                    out.push(Step::Gap(side, len as u64 + 1));
-                    data = rest;
-                } else {
-                    let n = len.min(rest.len());
-                    out.push(Step::Data(side, &rest[..n]));
-                    data = &rest[n..];
-                }
-            }
-        }
-    }
-    out
-}
 
 fn run(steps: &[Step<'_>], limits: &Limits, attach: bool, bytewise: bool) -> (Vec<H2Event>, u64) {
     let mut conn = if attach {
@@ -115,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let attach = first & 16 != 0;
-    let steps = steps(data);
+    let steps = input::steps(data, Side::Request, Side::Response);
     let (whole, losses) = run(&steps, &limits, attach, false);
     if !attach && losses == 0 {
         let (bytewise, _) = run(&steps, &limits, attach, true);

@@ -1,54 +1,21 @@
 //! Feeds arbitrary bytes to both sides of one HTTP/1 connection, with gaps, under tight limits.
 //!
 //! ```text
-//! input = *( selector [len] bytes... )
-//! selector bit 0      side: 0 request, 1 response
-//! selector bits 1..2  0, 1: data of the next `len` bytes; 2: gap of `len` bytes; 3: data of
-//!                     the rest of the input
-//! selector bit 3      use tight limits (only read from the first selector)
+//! input               the steps of `steps.rs`
+//! first selector      bit 3: tight limits
 //! ```
 //!
 //! Checks what must hold whatever the bytes: no panic, bounded buffers and queue, and the same
 //! events when every data step is fed one byte at a time.
 #![no_main]
 
+#[path = "steps.rs"]
+mod input;
+
 use libfuzzer_sys::fuzz_target;
 use sonde_protocol::http1::{EndReason, Http1Conn, Http1Event, Limits, Side};
 
-enum Step<'a> {
-    Data(Side, &'a [u8]),
-    Gap(Side, u64),
-}
-
-fn steps(mut data: &[u8]) -> Vec<Step<'_>> {
-    let mut out = Vec::new();
-    while let [sel, rest @ ..] = data {
-        let side = if sel & 1 == 0 {
-            Side::Request
-        } else {
-            Side::Response
-        };
-        match (sel >> 1) & 3 {
-            3 => {
-                out.push(Step::Data(side, rest));
-                break;
-            }
-            kind => {
-                let [len, rest @ ..] = rest else { break };
-                let len = usize::from(*len);
-                if kind == 2 {
-                    out.push(Step::Gap(side, len as u64 + 1));
-                    data = rest;
-                } else {
-                    let n = len.min(rest.len());
-                    out.push(Step::Data(side, &rest[..n]));
-                    data = &rest[n..];
-                }
-            }
-        }
-    }
-    out
-}
+type Step<'a> = input::Step<'a, Side>;
 
 fn run(steps: &[Step<'_>], limits: &Limits, bytewise: bool) -> Vec<Http1Event> {
     let mut conn = Http1Conn::new(limits.clone());
@@ -92,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
         },
         _ => Limits::default(),
     };
-    let steps = steps(data);
+    let steps = input::steps(data, Side::Request, Side::Response);
     let whole = run(&steps, &limits, false);
     let bytewise = run(&steps, &limits, true);
     assert_eq!(whole, bytewise);
