@@ -280,6 +280,8 @@ fn summarize<S>(kernel: &LiveKernel, driver: &Driver<S>, source: &RingBufSource)
         conns_tracked: driver.tracker.len(),
         tls: kernel.tls.stats.clone(),
         tls_files: kernel.tls.attached(),
+        stages: driver.stages.clone(),
+        decode_ns: source.decode_ns,
     }
 }
 

@@ -20,6 +20,7 @@ use sonde_export::{prom, stats::ExportStats};
 use crate::{
     conn::ConnStats,
     events::DecodeErrors,
+    pipeline::stages::{Stage, StageTimes},
     probes::KernelCounters,
     span::SpanStats,
     tls::{AttachedFile, TlsStats},
@@ -37,6 +38,10 @@ pub struct Summary {
     pub tls: TlsStats,
     /// Files with TLS probes attached at the time of the summary.
     pub tls_files: Vec<AttachedFile>,
+    /// Where the capture thread's time went (sampled, see `pipeline::stages`).
+    pub stages: StageTimes,
+    /// Nanoseconds spent draining and decoding the ring buffer.
+    pub decode_ns: u64,
 }
 
 impl Summary {
@@ -125,6 +130,21 @@ fn process_usage() -> (f64, u64) {
     (cpu, rss)
 }
 
+/// Nanoseconds per stage of the pipeline: measured (decode, tick, encode) or estimated from the
+/// sampled batches (the others).
+fn stage_ns(capture: &Summary, encode_ns: Option<u64>) -> Vec<(&'static str, u64)> {
+    let mut v = vec![("decode", capture.decode_ns)];
+    let est = capture.stages.estimated_ns();
+    for (s, ns) in Stage::CHARGED.iter().zip(est) {
+        v.push((s.name(), ns));
+    }
+    v.push(("tick", capture.stages.tick_ns));
+    if let Some(e) = encode_ns {
+        v.push(("encode", e));
+    }
+    v
+}
+
 impl Telemetry {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
@@ -144,6 +164,15 @@ impl Telemetry {
         if let Ok(mut e) = self.export.lock() {
             *e = Some(stats);
         }
+    }
+
+    /// Nanoseconds the exporter spent encoding, when it exports.
+    fn encode_ns(&self) -> Option<u64> {
+        self.export
+            .lock()
+            .ok()?
+            .as_ref()
+            .map(|e| e.snapshot().encode_ns)
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -176,6 +205,18 @@ impl Telemetry {
             "Records read from the kernel ring buffer.",
         )
         .sample(&[], s.capture.records as f64);
+        let encode_ns = self.encode_ns();
+        let mut f = w.counter(
+            "sonde_pipeline_stage_seconds_total",
+            "Time of the agent's pipeline by stage: decode (ring buffer drain and decode), conn \
+             (tracking, reassembly), parse (protocol detection and parsing), span (span \
+             building and linking), policy (sampling, privacy, span metrics, export queue), \
+             tick (timers), encode (OTLP export requests). conn, parse, span and policy are \
+             estimated from one batch in 8.",
+        );
+        for (stage, ns) in stage_ns(&s.capture, encode_ns) {
+            f = f.sample(&[("stage", stage)], ns as f64 / 1e9);
+        }
         w.counter(
             "sonde_events_lost_total",
             "Records the kernel could not write because the ring buffer was full.",
@@ -395,7 +436,19 @@ impl Telemetry {
             })
         });
         let (cpu, rss) = process_usage();
+        let st = &s.capture.stages;
+        let stages = json!({
+            "ns": stage_ns(&s.capture, self.encode_ns())
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), json!(v)))
+                .collect::<serde_json::Map<_, _>>(),
+            "batches": st.batches,
+            "events": st.events,
+            "sampled_batches": st.sampled_batches,
+            "sampled_events": st.sampled_events,
+        });
         json!({
+            "stages": stages,
             "kernel": s.capture.kernel.0,
             "capture": s.capture.lines(),
             "spans": {

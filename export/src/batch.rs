@@ -419,7 +419,9 @@ impl Worker {
         match &self.sink {
             SinkState::Otlp(exporter) => {
                 let exporter = Arc::clone(exporter);
+                let encoding = std::time::Instant::now();
                 let request = otlp::encode_request(&spans, &self.scope);
+                self.stats().record_encode(encoding.elapsed());
                 // The spans go now: a batch in flight holds only its bytes.
                 drop(spans);
                 let deadline = self.shutdown_deadline.clone();

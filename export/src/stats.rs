@@ -152,6 +152,8 @@ pub struct ExportStats {
     in_flight: AtomicU64,
     requests: [AtomicU64; RequestOutcome::ALL.len()],
     latency: Histogram,
+    /// Nanoseconds spent encoding export requests.
+    encode_ns: AtomicU64,
 }
 
 fn drop_index(reason: DropReason) -> usize {
@@ -216,6 +218,10 @@ impl ExportStats {
         self.latency.observe(latency);
     }
 
+    pub(crate) fn record_encode(&self, took: Duration) {
+        self.encode_ns.fetch_add(took.as_nanos() as u64, Relaxed);
+    }
+
     pub(crate) fn record_retry(&self) {
         self.retries.fetch_add(1, Relaxed);
     }
@@ -243,6 +249,7 @@ impl ExportStats {
             requests: RequestOutcome::ALL
                 .map(|o| (o, self.requests[outcome_index(o)].load(Relaxed))),
             latency: self.latency.snapshot(),
+            encode_ns: self.encode_ns.load(Relaxed),
         }
     }
 }
@@ -261,6 +268,7 @@ pub struct StatsSnapshot {
     pub in_flight: u64,
     pub requests: [(RequestOutcome, u64); RequestOutcome::ALL.len()],
     pub latency: HistogramSnapshot,
+    pub encode_ns: u64,
 }
 
 impl StatsSnapshot {

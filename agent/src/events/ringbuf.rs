@@ -20,6 +20,8 @@ pub struct RingBufSource {
     max_batch: usize,
     /// Records read so far (decoded or not).
     pub records: u64,
+    /// Nanoseconds spent draining and decoding.
+    pub decode_ns: u64,
 }
 
 impl RingBufSource {
@@ -36,10 +38,12 @@ impl RingBufSource {
             interval,
             max_batch: 4096,
             records: 0,
+            decode_ns: 0,
         })
     }
 
     fn drain(&mut self, out: &mut Vec<Event>, errors: &mut DecodeErrors) -> usize {
+        let started = std::time::Instant::now();
         let ring = self.fd.get_mut();
         let mut n = 0;
         while n < self.max_batch {
@@ -53,6 +57,7 @@ impl RingBufSource {
             }
         }
         self.records += n as u64;
+        self.decode_ns += started.elapsed().as_nanos() as u64;
         n
     }
 }

@@ -4,8 +4,13 @@
 //! ring buffer and the real probes (`crate::capture`); `sonde replay` and the unit tests drive
 //! it with recorded events and [`NoKernel`], so everything after the kernel runs without root.
 
+pub mod stages;
 #[cfg(test)]
 mod tests;
+
+use std::time::Instant;
+
+use stages::{Stage, StageTimes};
 
 use crate::{
     conn::{CollectSink, ConnTracker, StreamSink},
@@ -61,6 +66,8 @@ pub struct Driver<S> {
     pub tracker: ConnTracker,
     pub sink: S,
     pub errors: DecodeErrors,
+    /// Where the time of live batches goes ([`Driver::pull`]).
+    pub stages: StageTimes,
     batch: Vec<Event>,
 }
 
@@ -70,6 +77,7 @@ impl<S: StreamSink + Observed> Driver<S> {
             tracker,
             sink,
             errors: DecodeErrors::default(),
+            stages: StageTimes::default(),
             batch: Vec::with_capacity(4096),
         }
     }
@@ -95,8 +103,12 @@ impl<S: StreamSink + Observed> Driver<S> {
     ) -> std::io::Result<bool> {
         let more = source.next_batch(&mut self.batch, &mut self.errors).await?;
         let mut batch = std::mem::take(&mut self.batch);
+        let timed = self.stages.begin(batch.len(), Stage::Conn);
         for ev in batch.drain(..) {
             self.event(ev, kernel);
+        }
+        if timed {
+            self.stages.end();
         }
         self.batch = batch;
         Ok(more)
@@ -104,9 +116,11 @@ impl<S: StreamSink + Observed> Driver<S> {
 
     /// Time passes: reorder windows and idle connections, then the sink and the kernel side.
     pub fn tick(&mut self, now_ns: u64, kernel: &mut impl KernelControl) {
+        let started = Instant::now();
         self.tracker.tick(now_ns, &mut self.sink);
         self.sink.tick(now_ns);
         kernel.tick(now_ns);
+        self.stages.tick_ns += started.elapsed().as_nanos() as u64;
     }
 
     /// Ends every connection still open (in flight exchanges end as `Shutdown`).

@@ -775,3 +775,50 @@ fn connection_state_stays_within_its_budget_and_other_traffic_still_gives_spans(
         "{spans:#?}"
     );
 }
+
+#[test]
+fn live_batches_are_timed_one_in_eight_by_stage() {
+    // Sixteen keep-alive connections, one batch of events each, through `pull` (the live path).
+    let mut r = Recorder::new();
+    let batches: Vec<Vec<Event>> = (1..=16)
+        .map(|id| {
+            r.connection(id, 10, Role::Server, "curl_keepalive_nginx");
+            std::mem::take(&mut r.events)
+        })
+        .collect();
+    let events: usize = batches.iter().map(Vec::len).sum();
+    let policy = Policy::new(&PrivacySection::default()).unwrap();
+    let sink = PolicySink::new(Vec::new(), SamplingConfig::default(), policy, None);
+    let stage = SpanStage::new(
+        HttpConfig::default(),
+        WallClock::with_offset(0),
+        FixedResource(Arc::new(Resource::default())),
+        sink,
+    );
+    let mut driver = Driver::new(ConnTracker::without_role_resolver(Limits::default()), stage);
+    let mut source = VecSource::new(batches);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    while rt
+        .block_on(driver.pull(&mut source, &mut NoKernel))
+        .unwrap()
+    {}
+    let st = &driver.stages;
+    assert_eq!(st.batches, 17, "16 batches and the empty last pull");
+    assert_eq!(st.events, events as u64);
+    assert_eq!(st.sampled_batches, 2, "batches 1 and 9");
+    assert_eq!(
+        st.sampled_events * 8,
+        st.events,
+        "every batch is the same size"
+    );
+    // Each sampled batch parsed requests and built and handed on spans: every stage took time.
+    let [conn, parse, span, policy] = st.sampled_ns;
+    assert!(
+        conn > 0 && parse > 0 && span > 0 && policy > 0,
+        "{:?}",
+        st.sampled_ns
+    );
+    assert_eq!(driver.sink.stats().spans_created, 16 * 3);
+}

@@ -229,6 +229,7 @@ impl Db {
     }
 
     fn span(&self, cx: &mut Cx<'_>, op: Op, dialect: Dialect, now_ns: u64) {
+        let _stage = crate::pipeline::stages::enter(crate::pipeline::stages::Stage::Span);
         if let Some(reason) = op.incomplete {
             cx.stats.count_incomplete(reason);
         }

@@ -93,6 +93,7 @@ impl Http1 {
     }
 
     fn exchange(&mut self, cx: &mut Cx<'_>, x: &Exchange) {
+        let _stage = crate::pipeline::stages::enter(crate::pipeline::stages::Stage::Span);
         if let Some(reason) = x.incomplete {
             cx.stats.count_incomplete(reason.as_str());
         }

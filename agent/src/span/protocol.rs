@@ -106,6 +106,7 @@ impl Cx<'_> {
     /// Counts a span and hands it on.
     pub fn emit(&mut self, span: Span, link: Link, inject: Option<sonde_proto::InjectOutcome>) {
         self.stats.count_span(link, inject);
+        let _stage = crate::pipeline::stages::enter(crate::pipeline::stages::Stage::Policy);
         self.out.span(span);
     }
 

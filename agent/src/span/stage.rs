@@ -33,6 +33,7 @@ use crate::{
     conn::{Chunk, ConnEnd, ConnInfo, StreamSink},
     enrich::ProcessCache,
     events::{ProcEv, ProcKind, TraceCtxEv},
+    pipeline::stages::{Stage, enter},
 };
 
 /// Trace contexts remembered per connection until their exchange completes.
@@ -329,6 +330,7 @@ impl<O: SpanSink, R: ResourceSource> SpanStage<O, R> {
 
 impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
     fn opened(&mut self, conn: &ConnInfo) {
+        let _stage = enter(Stage::Parse);
         if let Some(pair) = addr_pair(conn)
             && !self.conns.contains_key(&conn.id)
         {
@@ -349,6 +351,7 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
     }
 
     fn chunk(&mut self, conn: &ConnInfo, direction: Direction, chunk: Chunk) {
+        let _stage = enter(Stage::Parse);
         let id = conn.id;
         let Some(c) = self.conns.get_mut(&id) else {
             return;
@@ -370,6 +373,7 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
     }
 
     fn closed(&mut self, conn: &ConnInfo, end: ConnEnd, at_ns: u64) {
+        let _stage = enter(Stage::Parse);
         let id = conn.id;
         if let Some(mut c) = self.conns.remove(&id) {
             if let Some(pair) = addr_pair(&c.shared.info)
@@ -398,6 +402,7 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
     }
 
     fn trace_ctx(&mut self, conn: &ConnInfo, ctx: TraceCtxEv) {
+        let _stage = enter(Stage::Parse);
         if let Some(c) = self.conns.get_mut(&conn.id) {
             if ctx.kind == CtxKind::Server {
                 // In progress until its exchange ends: HTTP/2 calls the process makes meanwhile

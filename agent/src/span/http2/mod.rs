@@ -171,6 +171,7 @@ impl Http2 {
     }
 
     fn exchange(&mut self, cx: &mut Cx<'_>, x: &H2Exchange, now_ns: u64) {
+        let _stage = crate::pipeline::stages::enter(crate::pipeline::stages::Stage::Span);
         if let Some(reason) = attrs::incomplete_label(x) {
             cx.stats.count_incomplete(reason);
         }
