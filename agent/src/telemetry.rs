@@ -212,7 +212,7 @@ impl Telemetry {
              (tracking, reassembly), parse (protocol detection and parsing), span (span \
              building and linking), policy (sampling, privacy, span metrics, export queue), \
              tick (timers), encode (OTLP export requests). conn, parse, span and policy are \
-             estimated from one batch in 8.",
+             estimated from one batch in 32.",
         );
         for (stage, ns) in stage_ns(&s.capture, encode_ns) {
             f = f.sample(&[("stage", stage)], ns as f64 / 1e9);

@@ -12,7 +12,7 @@
 use std::{cell::Cell, time::Instant};
 
 /// One batch in this many is timed stage by stage.
-pub const SAMPLE_EVERY: u64 = 8;
+pub const SAMPLE_EVERY: u64 = 32;
 
 /// A stage of the per-event path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,10 +178,10 @@ mod tests {
     }
 
     #[test]
-    fn one_batch_in_eight_is_timed_and_the_rest_cost_a_flag() {
+    fn one_batch_in_32_is_timed_and_the_rest_cost_a_flag() {
         let mut t = StageTimes::default();
         let mut timed = 0;
-        for _ in 0..16 {
+        for _ in 0..64 {
             if t.begin(10, Stage::Conn) {
                 timed += 1;
                 t.end();
@@ -192,9 +192,9 @@ mod tests {
             }
         }
         assert_eq!(timed, 2);
-        assert_eq!((t.batches, t.events, t.sampled_events), (16, 160, 20));
+        assert_eq!((t.batches, t.events, t.sampled_events), (64, 640, 20));
         assert!(t.sampled_ns[1] < 1_000_000, "{:?}", t.sampled_ns);
         t.sampled_ns = [100, 200, 300, 400];
-        assert_eq!(t.estimated_ns(), [800, 1600, 2400, 3200]);
+        assert_eq!(t.estimated_ns(), [3200, 6400, 9600, 12800]);
     }
 }

@@ -777,10 +777,10 @@ fn connection_state_stays_within_its_budget_and_other_traffic_still_gives_spans(
 }
 
 #[test]
-fn live_batches_are_timed_one_in_eight_by_stage() {
-    // Sixteen keep-alive connections, one batch of events each, through `pull` (the live path).
+fn live_batches_are_timed_one_in_32_by_stage() {
+    // 64 keep-alive connections, one batch of events each, through `pull` (the live path).
     let mut r = Recorder::new();
-    let batches: Vec<Vec<Event>> = (1..=16)
+    let batches: Vec<Vec<Event>> = (1..=64)
         .map(|id| {
             r.connection(id, 10, Role::Server, "curl_keepalive_nginx");
             std::mem::take(&mut r.events)
@@ -805,11 +805,11 @@ fn live_batches_are_timed_one_in_eight_by_stage() {
         .unwrap()
     {}
     let st = &driver.stages;
-    assert_eq!(st.batches, 17, "16 batches and the empty last pull");
+    assert_eq!(st.batches, 65, "64 batches and the empty last pull");
     assert_eq!(st.events, events as u64);
-    assert_eq!(st.sampled_batches, 2, "batches 1 and 9");
+    assert_eq!(st.sampled_batches, 2, "batches 1 and 33");
     assert_eq!(
-        st.sampled_events * 8,
+        st.sampled_events * 32,
         st.events,
         "every batch is the same size"
     );
@@ -820,5 +820,5 @@ fn live_batches_are_timed_one_in_eight_by_stage() {
         "{:?}",
         st.sampled_ns
     );
-    assert_eq!(driver.sink.stats().spans_created, 16 * 3);
+    assert_eq!(driver.sink.stats().spans_created, 64 * 3);
 }
