@@ -521,6 +521,27 @@ fn nanos(span: &Value, key: &str) -> u64 {
     span[key].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
+/// The spans of `proto` ("h1" or "h2", by `network.protocol.version`) that are not one of its
+/// exchange's two: the peers make one request per protocol, so any other span is a split or
+/// doubled exchange (for example a request and its response seen as two half-connections).
+fn strays(spans: &[Value], proto: &str) -> Option<String> {
+    let of_proto: Vec<&Value> = spans
+        .iter()
+        .filter(|s| (attr(s, "network.protocol.version") == Some("2")) == (proto == "h2"))
+        .collect();
+    (of_proto.len() != 2).then(|| {
+        let names: Vec<String> = of_proto
+            .iter()
+            .map(|s| format!("{} (kind {}, path {:?})", s["name"], s["kind"], span_path(s)))
+            .collect();
+        format!(
+            "{} {proto} spans, want 2 (server and client): {}",
+            of_proto.len(),
+            names.join(", ")
+        )
+    })
+}
+
 /// OTLP span kinds.
 const SERVER: i64 = 2;
 const CLIENT: i64 = 3;
@@ -548,9 +569,6 @@ fn span_pair<'a>(spans: &'a [Value], path: &str) -> Result<(&'a Value, &'a Value
 /// clock, 1 ms of slack) and, with `nested`, ends before it, and both lie within the script's
 /// run by the guest's wall clock.
 ///
-/// HTTP/2 is not held to `nested`: sonde's h2c client span ends when the client reads the
-/// server's first frames (its SETTINGS), before the server has answered; the report of
-/// `cargo xtask vm-test` shows it in a note.
 fn timing(
     server: &Value,
     client: &Value,
@@ -704,14 +722,10 @@ fn judge(k: &Kernel, o: &Output, elapsed: Duration) -> Row {
     let mut protocol = |proto: &str, path: &str| -> (Cell, Cell) {
         match span_pair(&spans, path) {
             Ok((server, client)) => {
-                let nested = proto == "h1";
-                let t = match timing(server, client, window, nested) {
-                    Ok(t) => Cell::Pass(t),
-                    Err(e) => Cell::Fail(e),
+                let t = match (timing(server, client, window, true), strays(&spans, proto)) {
+                    (Ok(t), None) => Cell::Pass(t),
+                    (Err(e), _) | (Ok(_), Some(e)) => Cell::Fail(e),
                 };
-                if !nested && let Err(e) = timing(server, client, window, true) {
-                    notes.push(format!("{path} (known, not failed): {e}"));
-                }
                 notes.push(format!(
                     "{path}: client span {} -> server span {} (parent {})",
                     client["spanId"], server["spanId"], server["parentSpanId"]

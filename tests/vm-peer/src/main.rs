@@ -251,9 +251,12 @@ fn read_frame(r: &mut impl Read) -> io::Result<Option<Frame>> {
     }))
 }
 
-fn h2_serve(mut conn: TcpStream, rest: Vec<u8>) -> io::Result<()> {
+fn h2_serve(conn: TcpStream, rest: Vec<u8>) -> io::Result<()> {
+    // Reads and writes go through one fd: sonde tracks a connection per (process, fd), so a
+    // `try_clone` (a dup) would split the exchange into two half-connections.
+    let mut conn = &conn;
     conn.write_all(&frame(SETTINGS, 0, 0, &[]))?;
-    let mut r = io::Cursor::new(rest).chain(conn.try_clone()?);
+    let mut r = io::Cursor::new(rest).chain(conn);
     while let Some(f) = read_frame(&mut r)? {
         match f.kind {
             SETTINGS if f.flags & ACK == 0 => conn.write_all(&frame(SETTINGS, ACK, 0, &[]))?,
@@ -409,8 +412,8 @@ fn h2_get(addr: &str, path: &str) -> io::Result<u16> {
     }
     conn.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))?;
     let mut status = None;
-    let mut r = conn.try_clone()?;
-    while let Some(f) = read_frame(&mut r)? {
+    // One fd for reads and writes, as in `h2_serve`.
+    while let Some(f) = read_frame(&mut &conn)? {
         match f.kind {
             SETTINGS if f.flags & ACK == 0 => conn.write_all(&frame(SETTINGS, ACK, 0, &[]))?,
             HEADERS if f.stream == 1 => {
