@@ -3,9 +3,12 @@ with a small body. With --otel-sdk it is instrumented by hand with the OpenTelem
 (one SERVER span per request, batch processor, OTLP/gRPC exporter): the alternative a user
 would pick instead of sonde. With --upstream PORT every request is first sent on to
 127.0.0.1:PORT (one keep-alive connection per server thread) and its body answered: a hop of a
-chain, whose outgoing requests are where sonde injects `traceparent`.
+chain, whose outgoing requests are where sonde injects `traceparent`. With --postgres PORT
+every request first runs one query (a parameterised SELECT on a connection per server thread,
+psycopg 3) on PostgreSQL at 127.0.0.1:PORT, user `postgres`, database `postgres` (trust
+authentication), and answers the row: a query-per-request service.
 
-Usage: app.py PORT [--otel-sdk ENDPOINT] [--upstream PORT]
+Usage: app.py PORT [--otel-sdk ENDPOINT] [--upstream PORT | --postgres PORT]
 """
 import http.client
 import sys
@@ -15,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 BODY = b"ok\n"
 tracer = None
 upstream = None
+postgres = None
 local = threading.local()
 
 
@@ -24,6 +28,30 @@ def call_upstream():
         conn = local.conn = http.client.HTTPConnection("127.0.0.1", upstream)
     conn.request("GET", "/")
     return conn.getresponse().read()
+
+
+def pg_connect():
+    import psycopg
+
+    # prepare_threshold=None: every execution is one Parse/Bind/Execute/Sync round trip, so one
+    # span per query; psycopg's default prepares a statement on its sixth use, a round trip of
+    # its own that sonde reports as a span too (one more per connection).
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=postgres,
+        user="postgres",
+        dbname="postgres",
+        autocommit=True,
+        prepare_threshold=None,
+    )
+
+
+def query():
+    conn = getattr(local, "pg", None)
+    if conn is None:
+        conn = local.pg = pg_connect()
+    row = conn.execute("SELECT v FROM bench_item WHERE id = %s", (7,)).fetchone()
+    return row[0].encode() + b"\n"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,7 +64,12 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _respond(self):
-        body = BODY if upstream is None else call_upstream()
+        if postgres is not None:
+            body = query()
+        elif upstream is not None:
+            body = call_upstream()
+        else:
+            body = BODY
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -59,10 +92,17 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global tracer, upstream
+    global tracer, upstream, postgres
     port = int(sys.argv[1])
     if "--upstream" in sys.argv:
         upstream = int(sys.argv[sys.argv.index("--upstream") + 1])
+    if "--postgres" in sys.argv:
+        postgres = int(sys.argv[sys.argv.index("--postgres") + 1])
+        with pg_connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS bench_item (id int PRIMARY KEY, v text)")
+            conn.execute(
+                "INSERT INTO bench_item VALUES (7, 'ok') ON CONFLICT (id) DO NOTHING"
+            )
     if "--otel-sdk" in sys.argv:
         endpoint = sys.argv[sys.argv.index("--otel-sdk") + 1]
         from opentelemetry import trace

@@ -1,7 +1,8 @@
 """An OTLP/gRPC trace receiver that only counts: spans received in all and per service.name,
-and with --ids the distinct span ids (trace id + span id) among them, written as JSON to a file
-(atomically) after every export request: {"spans", "unique_span_ids", "by_service"}. Built on
-the official opentelemetry-proto package and grpcio.
+and with --ids the distinct span ids (trace id + span id) among them and the spans joined to a
+parent that was received too (whichever arrived first), written as JSON to a file (atomically)
+after every export request: {"spans", "unique_span_ids", "joined", "by_service"}. Built on the
+official opentelemetry-proto package and grpcio.
 
 Usage: count_sink.py PORT COUNTS_FILE [--ids]
 (--ids keeps every id in memory: for the smoke run's few thousand spans, not for long runs.)
@@ -18,6 +19,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 counts = {}
 total = 0
 ids = None
+# --ids: spans joined to a received parent, and the parents not received yet (id -> children).
+joined = 0
+waiting = {}
 lock = threading.Lock()
 
 
@@ -26,7 +30,7 @@ class Service(trace_service_pb2_grpc.TraceServiceServicer):
         self.path = path
 
     def Export(self, request, context):
-        global total
+        global total, joined
         with lock:
             for rs in request.resource_spans:
                 name = "unknown"
@@ -38,7 +42,18 @@ class Service(trace_service_pb2_grpc.TraceServiceServicer):
                 total += n
                 if ids is not None:
                     for ss in rs.scope_spans:
-                        ids.update(sp.trace_id + sp.span_id for sp in ss.spans)
+                        for sp in ss.spans:
+                            me = sp.trace_id + sp.span_id
+                            if me in ids:
+                                continue
+                            ids.add(me)
+                            joined += waiting.pop(me, 0)
+                            if sp.parent_span_id:
+                                parent = sp.trace_id + sp.parent_span_id
+                                if parent in ids:
+                                    joined += 1
+                                else:
+                                    waiting[parent] = waiting.get(parent, 0) + 1
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(state(), f)
@@ -50,6 +65,7 @@ def state():
     return {
         "spans": total,
         "unique_span_ids": None if ids is None else len(ids),
+        "joined": None if ids is None else joined,
         "by_service": counts,
     }
 

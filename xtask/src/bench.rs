@@ -3,8 +3,13 @@
 //!
 //! Servers run in a cgroup of their own: nginx (HTTP/1.1, and HTTP/2 with prior knowledge), a
 //! Python threading app, the same app instrumented with the OpenTelemetry Python SDK, a Python
-//! hop that calls nginx for every request (where context injection acts), and a grpcio server.
-//! sonde traces that cgroup and exports OTLP/gRPC to a real receiver that counts spans. Loads
+//! hop that calls nginx for every request (where context injection acts), the same app running
+//! one PostgreSQL query per request (PostgreSQL itself outside the cgroup), a grpcio server, and
+//! the zero-code pair: a Node.js `http` server and a Flask app, each calling nginx for every
+//! request, run plain (untraced, or traced by sonde) and under the OpenTelemetry zero-code agent
+//! of their language (`--require @opentelemetry/auto-instrumentations-node/register`,
+//! `opentelemetry-instrument`). sonde and the zero-code agents export OTLP/gRPC to real
+//! receivers that count spans (and, for the zero-code pair, spans joined to their parent). Loads
 //! are fixed-rate and saturation: `hey -q` / `wrk` for HTTP/1, `h2load --rps` / `h2load` for
 //! HTTP/2 (10 connections × 10 streams), and a grpcio client (8 threads, one channel).
 //! Configurations alternate within each repetition (ABCABC...), so drift on a noisy machine
@@ -13,8 +18,10 @@
 //! Per scenario: throughput and latency ratios against the untraced baseline measured in the
 //! same run, agent CPU per request (sonde's threads' on-CPU time from /proc schedstat ÷
 //! requests), in-kernel cost per request (the BPF programs' run time from the kernel's
-//! statistics ÷ requests), span completeness (spans received ÷ requests completed), agent peak
-//! RSS. No assertion on any of them: they are measurements.
+//! statistics ÷ requests), host CPU per request (the servers' cgroup, which includes the BPF
+//! programs and any in-process agent, plus sonde's threads ÷ requests) and the CPU added over
+//! the untraced run, span completeness (spans received ÷ requests completed), agent peak RSS.
+//! No assertion on any of them: they are measurements.
 //!
 //! The smoke run (CI) is the exception: it sends a fixed number of requests per cell (`hey -n`,
 //! `h2load -n`; the gRPC client finishes every call it starts), so that what it asserts holds
@@ -38,7 +45,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{setup::peers_python, workspace_root};
+use crate::{
+    setup::{otel_node_modules, otel_venv, peers_python},
+    workspace_root,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -59,6 +69,12 @@ struct Plan {
     loads: Vec<Option<u32>>,
     /// The same for gRPC, whose Python client tops out far lower.
     grpc_loads: Vec<Option<u32>>,
+    /// The same for the zero-code pair: the Node.js app (about 12 k req/s untraced here, 3 k
+    /// under its zero-code agent) and the Flask app (about 500 req/s on Werkzeug).
+    node_loads: Vec<Option<u32>>,
+    flask_loads: Vec<Option<u32>>,
+    /// The same for the query-per-request app.
+    db_loads: Vec<Option<u32>>,
     targets: Vec<TargetKind>,
     sdk: bool,
     idle_conns: usize,
@@ -73,6 +89,9 @@ impl Plan {
                 exact: Some(SMOKE_REQUESTS),
                 loads: vec![Some(1000), None],
                 grpc_loads: vec![None],
+                node_loads: vec![None],
+                flask_loads: vec![None],
+                db_loads: vec![None],
                 targets: TargetKind::ALL.to_vec(),
                 sdk: true,
                 idle_conns: 100,
@@ -83,6 +102,9 @@ impl Plan {
                 exact: None,
                 loads: vec![Some(1000), Some(5000), None],
                 grpc_loads: vec![Some(500), None],
+                node_loads: vec![Some(1000), None],
+                flask_loads: vec![Some(200), None],
+                db_loads: vec![Some(1000), None],
                 targets: TargetKind::ALL.to_vec(),
                 sdk: true,
                 idle_conns: 1000,
@@ -93,6 +115,9 @@ impl Plan {
                 exact: None,
                 loads: vec![Some(1000), Some(5000), Some(20000), None],
                 grpc_loads: vec![Some(500), Some(1000), None],
+                node_loads: vec![Some(1000), None],
+                flask_loads: vec![Some(200), None],
+                db_loads: vec![Some(1000), None],
                 targets: TargetKind::ALL.to_vec(),
                 sdk: true,
                 idle_conns: 1000,
@@ -107,22 +132,38 @@ const SMOKE_REQUESTS: u64 = 2000;
 /// hey's workers at saturation (smoke mode, where wrk cannot send a fixed number).
 const SMOKE_SATURATION_WORKERS: u64 = 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum TargetKind {
+/// The targets (`cargo xtask bench --only nginx,node`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum TargetKind {
     Nginx,
     Python,
     /// The Python app calling nginx for every request: three spans per request (two servers,
     /// one client), and the client requests are where `traceparent` is injected.
     Chain,
+    /// The Python app running one PostgreSQL query per request: two spans per request (the
+    /// server span and the query's client span; PostgreSQL is not in the traced cgroup).
+    #[value(name = "db")]
+    PythonDb,
+    /// A Node.js `http` server calling nginx for every request; also run under the
+    /// OpenTelemetry Node.js zero-code agent.
+    #[value(name = "node")]
+    NodeChain,
+    /// A Flask app calling nginx for every request; also run under `opentelemetry-instrument`.
+    #[value(name = "flask")]
+    FlaskChain,
+    #[value(name = "h2c")]
     NginxH2c,
     Grpc,
 }
 
 impl TargetKind {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 8] = [
         Self::Nginx,
         Self::Python,
         Self::Chain,
+        Self::PythonDb,
+        Self::NodeChain,
+        Self::FlaskChain,
         Self::NginxH2c,
         Self::Grpc,
     ];
@@ -132,20 +173,43 @@ impl TargetKind {
             Self::Nginx => "nginx http/1.1",
             Self::Python => "python http/1.1",
             Self::Chain => "python→nginx http/1.1",
+            Self::PythonDb => "python→postgres",
+            Self::NodeChain => "node→nginx http/1.1",
+            Self::FlaskChain => "flask→nginx http/1.1",
             Self::NginxH2c => "nginx h2c (h2load)",
             Self::Grpc => "grpcio unary",
         }
     }
 
-    /// Spans a traced request yields.
-    fn spans_per_request(self) -> u64 {
-        if self == Self::Chain { 3 } else { 1 }
+    /// Spans a traced request yields: sonde sees every server and client; a zero-code agent
+    /// only its own process (its server and its client span, not nginx).
+    fn spans_per_request(self, config: Config) -> u64 {
+        match (self, config) {
+            (Self::NodeChain | Self::FlaskChain, Config::ZeroCode) => 2,
+            (Self::Chain | Self::NodeChain | Self::FlaskChain, _) => 3,
+            (Self::PythonDb, _) => 2,
+            _ => 1,
+        }
+    }
+
+    /// The loads of the plan for this target.
+    fn loads(self, plan: &Plan) -> &[Option<u32>] {
+        match self {
+            Self::Grpc => &plan.grpc_loads,
+            Self::NodeChain => &plan.node_loads,
+            Self::FlaskChain => &plan.flask_loads,
+            Self::PythonDb => &plan.db_loads,
+            _ => &plan.loads,
+        }
     }
 
     fn configs(self, sdk: bool) -> Vec<Config> {
         match self {
             Self::Python if sdk => vec![Config::Untraced, Config::Sonde, Config::PythonSdk],
             Self::Chain => vec![Config::Untraced, Config::SondeNoInject, Config::Sonde],
+            Self::NodeChain | Self::FlaskChain => {
+                vec![Config::Untraced, Config::Sonde, Config::ZeroCode]
+            }
             _ => vec![Config::Untraced, Config::Sonde],
         }
     }
@@ -159,6 +223,8 @@ enum Config {
     /// sonde as it ships: context injection on.
     Sonde,
     PythonSdk,
+    /// The OpenTelemetry zero-code agent of the server's language.
+    ZeroCode,
 }
 
 impl Config {
@@ -168,6 +234,7 @@ impl Config {
             Self::SondeNoInject => "sonde --no-inject",
             Self::Sonde => "sonde",
             Self::PythonSdk => "otel-python-sdk",
+            Self::ZeroCode => "otel zero-code agent",
         }
     }
 
@@ -187,6 +254,14 @@ struct Sample {
     kernel_ns_per_req: Option<f64>,
     completeness: Option<f64>,
     agent_rss_mib: Option<f64>,
+    /// The servers' cgroup (BPF programs and in-process agents included) plus sonde's threads.
+    host_cpu_us_per_req: Option<f64>,
+    /// Spans received per request, and spans joined to a received parent per request (the
+    /// zero-code pair, whose receiver tracks parents).
+    spans_per_req: Option<f64>,
+    joined_per_req: Option<f64>,
+    /// sonde's CPU per request by stage ([`STAGES`]), µs.
+    stages: Option<Vec<f64>>,
 }
 
 pub(crate) fn free_port() -> Result<u16> {
@@ -268,6 +343,9 @@ impl Drop for BenchCgroup {
 
 pub(crate) struct Proc(pub(crate) Child);
 
+/// A server and its port.
+type ServerProc = (Proc, u16);
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -289,18 +367,32 @@ pub(crate) fn read_ready(child: &mut Child) -> Result<()> {
 pub(crate) fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16, u16)> {
     let port = free_port()?;
     let h2_port = free_port()?;
+    let servers = format!(
+        "server {{\n    listen 127.0.0.1:{port} backlog=4096;\n\
+         location / {{ return 200 \"ok\\n\"; }}\n  }}\n\
+         server {{\n    listen 127.0.0.1:{h2_port} http2 backlog=4096;\n\
+         http2_max_concurrent_streams 128;\n    keepalive_requests 1000000;\n\
+         location / {{ return 200 \"ok\\n\"; }}\n  }}\n"
+    );
+    let proc = run_nginx(cg, dir, &servers, &[port, h2_port])?;
+    Ok((proc, port, h2_port))
+}
+
+/// nginx in the cgroup with `servers` (server blocks answering "ok") in its `http` block, its
+/// files in `dir`; returns once every one of `ports` accepts connections.
+pub(crate) fn run_nginx(
+    cg: &BenchCgroup,
+    dir: &Path,
+    servers: &str,
+    ports: &[u16],
+) -> Result<Proc> {
     fs::create_dir_all(dir)?;
     let conf = format!(
         "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 4096; }}\n\
          http {{\n  access_log off;\n  keepalive_requests 1000000;\n\
          client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n  fastcgi_temp_path {d}/f;\n\
-         uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n\
-         server {{\n    listen 127.0.0.1:{port} backlog=4096;\n\
-         location / {{ return 200 \"ok\\n\"; }}\n  }}\n\
-         server {{\n    listen 127.0.0.1:{h2_port} http2 backlog=4096;\n\
-         http2_max_concurrent_streams 128;\n    keepalive_requests 1000000;\n\
-         location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+         uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n  {servers}}}\n",
         d = dir.display()
     );
     fs::write(dir.join("nginx.conf"), conf)?;
@@ -312,24 +404,38 @@ pub(crate) fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16, u1
         .stderr(Stdio::null())
         .spawn()
         .context("start nginx")?;
-    wait_port(port)?;
-    wait_port(h2_port)?;
-    Ok((Proc(child), port, h2_port))
+    let proc = Proc(child);
+    for &port in ports {
+        wait_port(port)?;
+    }
+    Ok(proc)
 }
 
-fn start_app(
-    cg: &BenchCgroup,
-    sdk_endpoint: Option<&str>,
-    upstream: Option<u16>,
-) -> Result<(Proc, u16)> {
+/// What the Python app does for each request besides answering.
+#[derive(Clone, Copy)]
+enum Calls {
+    Nothing,
+    /// A GET to this port (nginx).
+    Upstream(u16),
+    /// A query on PostgreSQL at this port.
+    Postgres(u16),
+}
+
+fn start_app(cg: &BenchCgroup, sdk_endpoint: Option<&str>, calls: Calls) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let mut cmd = cg.command(peers_python());
     cmd.arg(workspace_root().join("bench/peers/app.py"))
         .arg(port.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    if let Some(up) = upstream {
-        cmd.args(["--upstream", &up.to_string()]);
+    match calls {
+        Calls::Nothing => {}
+        Calls::Upstream(port) => {
+            cmd.args(["--upstream", &port.to_string()]);
+        }
+        Calls::Postgres(port) => {
+            cmd.args(["--postgres", &port.to_string()]);
+        }
     }
     if let Some(e) = sdk_endpoint {
         // The same batching delay as sonde's exporter in this benchmark.
@@ -340,6 +446,193 @@ fn start_app(
     read_ready(&mut child)?;
     wait_port(port)?;
     Ok((Proc(child), port))
+}
+
+/// Environment of an OpenTelemetry zero-code agent: traces only, OTLP/gRPC to the receiver,
+/// the same batching delay as sonde's exporter in this benchmark.
+fn otel_env(cmd: &mut Command, service: &str, endpoint: &str) {
+    cmd.env("OTEL_SERVICE_NAME", service)
+        .env("OTEL_TRACES_EXPORTER", "otlp")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .env("OTEL_LOGS_EXPORTER", "none")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        // Node.js: no cloud detectors, which would query metadata addresses off this host.
+        .env("OTEL_NODE_RESOURCE_DETECTORS", "env,host,os,process");
+}
+
+/// The Node.js app calling nginx on `upstream`; with `otel`, under the OpenTelemetry
+/// zero-code agent exporting to that endpoint.
+fn start_node_app(cg: &BenchCgroup, upstream: u16, otel: Option<&str>) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let mut cmd = cg.command("node");
+    if let Some(endpoint) = otel {
+        let modules = otel_node_modules();
+        if !modules
+            .join("@opentelemetry/auto-instrumentations-node")
+            .is_dir()
+        {
+            bail!(
+                "{} lacks the OpenTelemetry Node.js agent: run `cargo xtask setup`",
+                modules.display()
+            );
+        }
+        cmd.env("NODE_PATH", &modules).args([
+            "--require",
+            "@opentelemetry/auto-instrumentations-node/register",
+        ]);
+        otel_env(&mut cmd, "bench-node-auto", endpoint);
+    }
+    let mut child = cmd
+        .arg(workspace_root().join("bench/peers/node_app.js"))
+        .arg(port.to_string())
+        .arg(upstream.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the Node.js app (node)")?;
+    read_ready(&mut child)?;
+    wait_port(port)?;
+    Ok((Proc(child), port))
+}
+
+/// The Flask app calling nginx on `upstream`; with `otel`, under `opentelemetry-instrument`
+/// exporting to that endpoint.
+fn start_flask_app(cg: &BenchCgroup, upstream: u16, otel: Option<&str>) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let venv = otel_venv();
+    let mut cmd = match otel {
+        Some(endpoint) => {
+            let mut cmd = cg.command(venv.join("bin/opentelemetry-instrument"));
+            otel_env(&mut cmd, "bench-python-auto", endpoint);
+            cmd.arg(venv.join("bin/python"));
+            cmd
+        }
+        None => cg.command(venv.join("bin/python")),
+    };
+    let mut child = cmd
+        .arg(workspace_root().join("bench/peers/flask_app.py"))
+        .arg(port.to_string())
+        .arg(upstream.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "start the Flask app ({}: run `cargo xtask setup`)",
+                venv.display()
+            )
+        })?;
+    read_ready(&mut child)?;
+    wait_port(port)?;
+    Ok((Proc(child), port))
+}
+
+/// Debian's PostgreSQL, outside the traced cgroup (the database, not the service under test),
+/// on 127.0.0.1 with trust authentication, its files in a fresh directory under /tmp (the
+/// `postgres` user must reach them); stopped with a fast shutdown when dropped.
+struct Postgres {
+    proc: Proc,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory-safety preconditions. SIGINT: a fast shutdown, which
+        // stops the backends too (SIGKILL would leave them behind).
+        unsafe { libc::kill(self.proc.0.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.proc.0.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_postgres() -> Result<Postgres> {
+    let bin = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin")))
+        .context("no /usr/lib/postgresql/*/bin: install Debian's postgresql (cargo xtask setup)")?;
+    let id = |flag: &str| -> Result<String> {
+        let out = Command::new("id").args([flag, "postgres"]).output()?;
+        if !out.status.success() {
+            bail!("no `postgres` user: install Debian's postgresql (cargo xtask setup)");
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let (uid, gid) = (id("-u")?, id("-g")?);
+    let as_postgres = |program: PathBuf| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+        ])
+        .arg(program);
+        cmd
+    };
+    let dir = PathBuf::from(format!("/tmp/sonde-bench-pg-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    crate::run(Command::new("chown").arg(format!("{uid}:{gid}")).arg(&dir))?;
+    let data = dir.join("data");
+    let out = as_postgres(bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+        .args(["--no-sync", "--no-instructions"])
+        .output()
+        .context("run initdb")?;
+    if !out.status.success() {
+        bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let port = free_port()?;
+    let log = fs::File::create(dir.join("server.log"))?;
+    let child = as_postgres(bin.join("postgres"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(&dir)
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start postgres")?;
+    let pg = Postgres {
+        proc: Proc(child),
+        dir,
+        port,
+    };
+    wait_port(port).with_context(|| {
+        format!(
+            "PostgreSQL did not start: {}",
+            fs::read_to_string(pg.dir.join("server.log")).unwrap_or_default()
+        )
+    })?;
+    Ok(pg)
+}
+
+/// CPU time of every task of the cgroup so far, in microseconds (`cpu.stat`; BPF programs run in
+/// the context of the task whose system call they trace, so they count here).
+fn cgroup_cpu_us(cg: &BenchCgroup) -> Option<u64> {
+    fs::read_to_string(cg.path.join("cpu.stat"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 pub(crate) fn start_grpc(cg: &BenchCgroup) -> Result<(Proc, u16)> {
@@ -358,9 +651,9 @@ pub(crate) fn start_grpc(cg: &BenchCgroup) -> Result<(Proc, u16)> {
 }
 
 /// The counting receiver; with `ids`, it also counts distinct span ids.
-fn start_sink(dir: &Path, ids: bool) -> Result<(Proc, u16, PathBuf)> {
+fn start_sink(dir: &Path, name: &str, ids: bool) -> Result<(Proc, u16, PathBuf)> {
     let port = free_port()?;
-    let counts = dir.join("sink-counts.json");
+    let counts = dir.join(format!("{name}-counts.json"));
     let mut cmd = Command::new(peers_python());
     cmd.arg(workspace_root().join("bench/peers/count_sink.py"))
         .arg(port.to_string())
@@ -383,6 +676,8 @@ pub(crate) struct SinkCount {
     pub(crate) spans: u64,
     /// Distinct span ids (only when the receiver was started with `ids`).
     unique: u64,
+    /// Spans joined to a received parent (only with `ids`).
+    joined: Option<u64>,
 }
 
 pub(crate) fn sink_count(path: &Path) -> SinkCount {
@@ -393,6 +688,7 @@ pub(crate) fn sink_count(path: &Path) -> SinkCount {
     SinkCount {
         spans: v["spans"].as_u64().unwrap_or(0),
         unique: v["unique_span_ids"].as_u64().unwrap_or(0),
+        joined: v["joined"].as_u64(),
     }
 }
 
@@ -496,16 +792,57 @@ fn start_sonde(
     })
 }
 
-/// On-CPU nanoseconds of every thread of `pid` (schedstat: ns precision).
-fn cpu_ns(pid: u32) -> u64 {
+/// On-CPU nanoseconds (schedstat: ns precision) of `pid`'s capture thread (`sonde-capture`) and of its other threads
+/// (export, metrics, the main thread).
+fn capture_cpu_ns(pid: u32) -> [u64; 2] {
+    let mut split = [0; 2];
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return split;
     };
-    tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+    for t in tasks.flatten() {
+        let Some(ns) = fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let capture =
+            fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "sonde-capture");
+        split[usize::from(!capture)] += ns;
+    }
+    split
+}
+
+/// The stages of sonde's CPU per request, in the order of the pipeline: those the agent times
+/// (`sonde_pipeline_stage_seconds_total`), then what is left of each thread's CPU time.
+const STAGES: [&str; 10] = [
+    "decode",
+    "conn",
+    "parse",
+    "span",
+    "policy",
+    "tick",
+    "capture, rest",
+    "encode",
+    "export, rest",
+    "total",
+];
+
+/// µs per request per stage (the order of [`STAGES`]) from sonde's summary and the CPU time of
+/// its capture thread and of its other threads in the cell.
+fn stage_breakdown(summary: &Path, threads_ns: [u64; 2], requests: u64) -> Option<Vec<f64>> {
+    let v: Value = serde_json::from_str(&fs::read_to_string(summary).ok()?).ok()?;
+    let ns = &v["stages"]["ns"];
+    let get = |k: &str| ns[k].as_u64().unwrap_or(0) as f64;
+    let capture: Vec<f64> = STAGES[..6].iter().map(|k| get(k)).collect();
+    let capture_rest = threads_ns[0] as f64 - capture.iter().sum::<f64>();
+    let encode = get("encode");
+    let export_rest = threads_ns[1] as f64 - encode;
+    let total = (threads_ns[0] + threads_ns[1]) as f64;
+    let per_req = |ns: f64| ns / 1000.0 / requests.max(1) as f64;
+    let mut out: Vec<f64> = capture.into_iter().map(per_req).collect();
+    out.extend([capture_rest, encode, export_rest, total].map(per_req));
+    Some(out)
 }
 
 fn rss_hwm_mib(pid: u32) -> Option<f64> {
@@ -763,8 +1100,16 @@ fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
-    let plan = Plan::of(mode);
+/// Runs the benchmark; `only`, when not empty, limits it to those targets (the memory cell with
+/// 1,000 idle connections runs with nginx).
+pub fn bench(mode: Mode, sonde: &Path, only: &[TargetKind]) -> Result<()> {
+    let mut plan = Plan::of(mode);
+    if !only.is_empty() {
+        plan.targets.retain(|t| only.contains(t));
+        if !only.contains(&TargetKind::Nginx) {
+            plan.idle_conns = 0;
+        }
+    }
     let out_dir = workspace_root().join("target/bench");
     fs::create_dir_all(&out_dir)?;
     let work = out_dir.join("work");
@@ -775,16 +1120,54 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
     fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").context("enable BPF run-time stats")?;
 
     let cg = BenchCgroup::new()?;
-    let (_sink, sink_port, counts) = start_sink(&work, plan.exact.is_some())?;
+    let (_sink, sink_port, counts) = start_sink(&work, "sink", plan.exact.is_some())?;
     let sink_endpoint = format!("http://127.0.0.1:{sink_port}");
+    // The zero-code pair's receiver keeps every id, to count the spans joined to their parent.
+    let (_zsink, zsink_port, zcounts) = start_sink(&work, "zerocode-sink", true)?;
+    let zsink_endpoint = format!("http://127.0.0.1:{zsink_port}");
     let (_nginx, nginx_port, h2_port) = start_nginx(&cg, &work.join("nginx"))?;
-    let (_app, app_port) = start_app(&cg, None, None)?;
-    let (_hop, hop_port) = start_app(&cg, None, Some(nginx_port))?;
+    let (_app, app_port) = start_app(&cg, None, Calls::Nothing)?;
+    let (_hop, hop_port) = start_app(&cg, None, Calls::Upstream(nginx_port))?;
+    let (_postgres, _db_app, db_port) = if plan.targets.contains(&TargetKind::PythonDb) {
+        let pg = start_postgres()?;
+        let (app, port) = start_app(&cg, None, Calls::Postgres(pg.port))?;
+        (Some(pg), Some(app), port)
+    } else {
+        (None, None, 0)
+    };
     let (_grpc, grpc_port) = start_grpc(&cg)?;
     let sdk = if plan.sdk {
-        Some(start_app(&cg, Some(&sink_endpoint), None)?)
+        Some(start_app(&cg, Some(&sink_endpoint), Calls::Nothing)?)
     } else {
         None
+    };
+    let zero = |t| plan.targets.contains(&t);
+    let node = if zero(TargetKind::NodeChain) {
+        Some((
+            start_node_app(&cg, nginx_port, None)?,
+            start_node_app(&cg, nginx_port, Some(&zsink_endpoint))?,
+        ))
+    } else {
+        None
+    };
+    let flask = if zero(TargetKind::FlaskChain) {
+        Some((
+            start_flask_app(&cg, nginx_port, None)?,
+            start_flask_app(&cg, nginx_port, Some(&zsink_endpoint))?,
+        ))
+    } else {
+        None
+    };
+    let pair_port = |pair: &Option<(ServerProc, ServerProc)>, config| {
+        pair.as_ref()
+            .map(|(plain, auto)| {
+                if config == Config::ZeroCode {
+                    auto.1
+                } else {
+                    plain.1
+                }
+            })
+            .unwrap_or_default()
     };
 
     let mut results: BTreeMap<(TargetKind, String, Config), Vec<Sample>> = BTreeMap::new();
@@ -797,12 +1180,7 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
             let mut configs = target.configs(sdk.is_some());
             let n = configs.len();
             configs.rotate_left(rep % n);
-            let loads = if target == TargetKind::Grpc {
-                &plan.grpc_loads
-            } else {
-                &plan.loads
-            };
-            for &load in loads {
+            for &load in target.loads(&plan) {
                 for &config in &configs {
                     let port = match (target, config) {
                         (TargetKind::Nginx, _) => nginx_port,
@@ -811,22 +1189,33 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                         }
                         (TargetKind::Python, _) => app_port,
                         (TargetKind::Chain, _) => hop_port,
+                        (TargetKind::PythonDb, _) => db_port,
+                        (TargetKind::NodeChain, c) => pair_port(&node, c),
+                        (TargetKind::FlaskChain, c) => pair_port(&flask, c),
                         (TargetKind::NginxH2c, _) => h2_port,
                         (TargetKind::Grpc, _) => grpc_port,
+                    };
+                    let zerocode_pair =
+                        matches!(target, TargetKind::NodeChain | TargetKind::FlaskChain);
+                    let (cell_sink, counts) = if zerocode_pair {
+                        (zsink_port, &zcounts)
+                    } else {
+                        (sink_port, &counts)
                     };
                     let mut agent = if config.traced_by_sonde() {
                         Some(start_sonde(
                             sonde,
                             &cg,
-                            sink_port,
+                            cell_sink,
                             &work,
                             config == Config::Sonde,
                         )?)
                     } else {
                         None
                     };
-                    let sink_before = sink_count(&counts);
-                    let cpu_before = agent.as_ref().map(|a| cpu_ns(a.proc.0.id()));
+                    let sink_before = sink_count(counts);
+                    let cpu_before = agent.as_ref().map(|a| capture_cpu_ns(a.proc.0.id()));
+                    let cg_before = cgroup_cpu_us(&cg);
                     let run = match (target, load) {
                         (TargetKind::NginxH2c, _) => {
                             run_h2load(port, plan.seconds, load, plan.exact, &work)
@@ -842,6 +1231,9 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                         (_, None) => run_wrk(port, plan.seconds),
                     };
                     let (requests, rps, p50, p99) = run?;
+                    let cg_cpu_us = cgroup_cpu_us(&cg)
+                        .zip(cg_before)
+                        .map(|(after, before)| after.saturating_sub(before));
                     let mut sample = Sample {
                         requests,
                         rps,
@@ -850,7 +1242,7 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                         ..Sample::default()
                     };
                     let cell = format!("{} {} {}", target.name(), load_name(load), config.name());
-                    let want = requests * target.spans_per_request();
+                    let want = requests * target.spans_per_request(config);
                     if let Some(n) = plan.exact
                         && target != TargetKind::Grpc
                         && requests != n
@@ -863,10 +1255,7 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                         // Wait for every span rather than a fixed time: a slow machine only
                         // takes longer. What arrives after is caught below, once sonde stopped.
                         let deadline = Instant::now() + Duration::from_secs(30);
-                        while sink_count(&counts)
-                            .unique
-                            .saturating_sub(sink_before.unique)
-                            < want
+                        while sink_count(counts).unique.saturating_sub(sink_before.unique) < want
                             && Instant::now() < deadline
                         {
                             thread::sleep(Duration::from_millis(100));
@@ -876,22 +1265,35 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                         thread::sleep(Duration::from_millis(1500));
                     }
                     let mut lost = Vec::new();
+                    let mut agent_cpu_us = 0.0;
                     if let Some(a) = agent.as_mut() {
                         let pid = a.proc.0.id();
-                        let cpu = cpu_ns(pid).saturating_sub(cpu_before.unwrap_or(0));
+                        let before = cpu_before.unwrap_or_default();
+                        let after = capture_cpu_ns(pid);
+                        let threads = [0, 1].map(|i| after[i].saturating_sub(before[i]));
+                        let cpu = threads[0] + threads[1];
+                        agent_cpu_us = cpu as f64 / 1000.0;
                         sample.agent_cpu_us_per_req = Some(cpu as f64 / 1000.0 / requests as f64);
                         sample.agent_rss_mib = rss_hwm_mib(pid);
                         stop(a);
+                        sample.stages = stage_breakdown(&a.summary, threads, requests);
                         sample.kernel_ns_per_req =
                             kernel_run_time_ns(&a.summary).map(|ns| ns as f64 / requests as f64);
                         if plan.exact.is_some() {
                             lost = losses(&a.summary)?;
                         }
                     }
+                    sample.host_cpu_us_per_req =
+                        cg_cpu_us.map(|c| (c as f64 + agent_cpu_us) / requests as f64);
                     if config != Config::Untraced {
-                        let now = sink_count(&counts);
+                        let now = sink_count(counts);
                         let got = now.spans.saturating_sub(sink_before.spans);
                         sample.completeness = Some(got as f64 / want as f64);
+                        sample.spans_per_req = Some(got as f64 / requests as f64);
+                        sample.joined_per_req =
+                            now.joined.zip(sink_before.joined).map(|(after, before)| {
+                                after.saturating_sub(before) as f64 / requests as f64
+                            });
                         if plan.exact.is_some() && config.traced_by_sonde() {
                             let unique = now.unique.saturating_sub(sink_before.unique);
                             if unique != want || got != unique {
@@ -899,7 +1301,7 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
                                     "{cell}: {requests} requests × {} spans each = {want} span \
                                      ids expected; the receiver got {got} spans with {unique} \
                                      distinct ids",
-                                    target.spans_per_request()
+                                    target.spans_per_request(config)
                                 ));
                             }
                             if !lost.is_empty() {
@@ -940,14 +1342,7 @@ pub fn bench(mode: Mode, sonde: &Path) -> Result<()> {
         let expected: usize = plan
             .targets
             .iter()
-            .map(|&t| {
-                let loads = if t == TargetKind::Grpc {
-                    plan.grpc_loads.len()
-                } else {
-                    plan.loads.len()
-                };
-                t.configs(sdk.is_some()).len() * loads
-            })
+            .map(|&t| t.configs(sdk.is_some()).len() * t.loads(&plan).len())
             .sum();
         let complete = results.values().filter(|v| v.len() == plan.reps).count();
         if results.len() != expected || complete != expected {
@@ -1039,10 +1434,12 @@ fn render(
         took,
         format!("{mode:?}").to_lowercase()
     );
-    s.push_str("| target | load | config | req/s | throughput ratio | p50 ms | p50 ratio | p99 ms | p99 ratio | agent CPU µs/req | kernel ns/req | completeness | agent RSS MiB |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| target | load | config | req/s | throughput ratio | p50 ms | p50 ratio | p99 ms | p99 ratio | agent CPU µs/req | kernel ns/req | host CPU µs/req | added µs/req | completeness | agent RSS MiB |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for ((target, load, config), samples) in results {
         let base = results.get(&(*target, load.clone(), Config::Untraced));
+        let added = added_cpu(results, *target, load, *config)
+            .map_or_else(|| "–".into(), |a| format!("{a:.2}"));
         let ratio = |f: fn(&Sample) -> f64| -> String {
             let Some(base) = base else {
                 return "–".into();
@@ -1056,7 +1453,7 @@ fn render(
             format!("{:.3}", median(&mut v) / bm)
         };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             target.name(),
             load,
             config.name(),
@@ -1068,13 +1465,140 @@ fn render(
             ratio(|x| x.p99_ms),
             fmt_stat(stat(samples, |x| x.agent_cpu_us_per_req), 2),
             fmt_stat(stat(samples, |x| x.kernel_ns_per_req), 0),
+            fmt_stat(stat(samples, |x| x.host_cpu_us_per_req), 2),
+            added,
             fmt_stat(stat(samples, |x| x.completeness.map(|c| c * 100.0)), 1).replace(" (", "% ("),
             fmt_stat(stat(samples, |x| x.agent_rss_mib), 1),
         ));
     }
+    s.push_str(&stage_table(results));
+    s.push_str(&zero_code_table(results));
     if let Some((n, rss)) = idle_rss {
         s.push_str(&format!(
             "\nAgent peak RSS with {n} open connections: {rss:.1} MiB.\n"
+        ));
+    }
+    s
+}
+
+/// Host CPU per request added over the untraced run of the same target and load (medians).
+fn added_cpu(
+    results: &BTreeMap<(TargetKind, String, Config), Vec<Sample>>,
+    target: TargetKind,
+    load: &str,
+    config: Config,
+) -> Option<f64> {
+    if config == Config::Untraced {
+        return None;
+    }
+    let med = |c| {
+        let mut v: Vec<f64> = results
+            .get(&(target, load.to_owned(), c))?
+            .iter()
+            .filter_map(|x| x.host_cpu_us_per_req)
+            .collect();
+        (!v.is_empty()).then(|| median(&mut v))
+    };
+    Some(med(config)? - med(Config::Untraced)?)
+}
+
+/// Where sonde's CPU per request goes, per cell traced by sonde (medians).
+fn stage_table(results: &BTreeMap<(TargetKind, String, Config), Vec<Sample>>) -> String {
+    let rows: Vec<_> = results
+        .iter()
+        .filter(|(_, v)| v.iter().any(|x| x.stages.is_some()))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "\n## Where sonde's CPU goes, µs per request\n\nCapture thread: decode (ring buffer \
+         drain and decode), conn (tracking, reassembly), parse (protocol detection and \
+         parsing), span (building and linking), policy (sampling, privacy, span metrics, the \
+         export queue), tick (timers), and the rest of its CPU time (wake-ups, the runtime, \
+         clock reads); export threads: encode (OTLP requests) and the rest (batching, gRPC \
+         transport, metrics). conn, parse, span and policy are timed on one batch in 32 with a \
+         wall clock and scaled to all events (`sonde_pipeline_stage_seconds_total`); the rests \
+         are each thread's CPU time (schedstat) less the stages timed in it.\n\n| target | load \
+         | config |",
+    );
+    for st in STAGES {
+        s.push_str(&format!(" {st} |"));
+    }
+    s.push_str("\n|---|---|---|");
+    s.push_str(&"---|".repeat(STAGES.len()));
+    s.push('\n');
+    for ((target, load, config), samples) in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} |",
+            target.name(),
+            load,
+            config.name()
+        ));
+        for i in 0..STAGES.len() {
+            let mut v: Vec<f64> = samples
+                .iter()
+                .filter_map(|x| x.stages.as_ref().map(|st| st[i]))
+                .collect();
+            s.push_str(&format!(" {:.2} |", median(&mut v)));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// sonde against the zero-code agents, on the same servers and loads.
+fn zero_code_table(results: &BTreeMap<(TargetKind, String, Config), Vec<Sample>>) -> String {
+    let mut s = String::new();
+    let mut rows = results
+        .iter()
+        .filter(|((t, _, c), _)| {
+            matches!(t, TargetKind::NodeChain | TargetKind::FlaskChain) && *c != Config::Untraced
+        })
+        .peekable();
+    if rows.peek().is_none() {
+        return s;
+    }
+    s.push_str(
+        "\n## sonde against the OpenTelemetry zero-code agents\n\nThe same server calling nginx \
+         for every request, untraced, traced by sonde, and under the zero-code agent of its \
+         language. Host CPU is the servers' cgroup (BPF programs and in-process agents included) \
+         plus sonde's threads; added is over the untraced run. Spans and joined spans (a span \
+         whose parent was received too) per request: sonde reports nginx's server span as well.\n\n\
+         | target | load | config | added host CPU µs/req | × sonde's | throughput ratio | p50 ratio | p99 ratio | spans/req | joined/req |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for ((target, load, config), _) in rows {
+        let med = |c: Config, f: fn(&Sample) -> Option<f64>| {
+            let mut v: Vec<f64> = results
+                .get(&(*target, load.clone(), c))?
+                .iter()
+                .filter_map(f)
+                .collect();
+            (!v.is_empty()).then(|| median(&mut v))
+        };
+        let ratio =
+            |f: fn(&Sample) -> Option<f64>| match (med(*config, f), med(Config::Untraced, f)) {
+                (Some(v), Some(b)) if b > 0.0 => format!("{:.3}", v / b),
+                _ => "–".into(),
+            };
+        let added = added_cpu(results, *target, load, *config);
+        let vs_sonde = match (added, added_cpu(results, *target, load, Config::Sonde)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.1}×", a / b),
+            _ => "–".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            target.name(),
+            load,
+            config.name(),
+            added.map_or_else(|| "–".into(), |a| format!("{a:.2}")),
+            vs_sonde,
+            ratio(|x| Some(x.rps)),
+            ratio(|x| Some(x.p50_ms)),
+            ratio(|x| Some(x.p99_ms)),
+            med(*config, |x| x.spans_per_req).map_or_else(|| "–".into(), |v| format!("{v:.2}")),
+            med(*config, |x| x.joined_per_req).map_or_else(|| "–".into(), |v| format!("{v:.2}")),
         ));
     }
     s
@@ -1101,7 +1625,14 @@ fn report_json(
                     "kernel_ns_per_req": x.kernel_ns_per_req,
                     "completeness": x.completeness,
                     "agent_rss_mib": x.agent_rss_mib,
+                    "host_cpu_us_per_req": x.host_cpu_us_per_req,
+                    "spans_per_req": x.spans_per_req,
+                    "joined_per_req": x.joined_per_req,
+                    "stages_us_per_req": x.stages.as_ref().map(|st| {
+                        STAGES.iter().zip(st).map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()
+                    }),
                 })).collect::<Vec<_>>(),
+                "added_host_cpu_us_per_req": added_cpu(results, *t, load, *c),
             })
         })
         .collect();

@@ -66,6 +66,9 @@ enum Task {
         /// Benchmark the debug build instead of the release build (for smoke runs).
         #[arg(long)]
         debug: bool,
+        /// Only these targets, comma-separated (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench::TargetKind>,
     },
     /// Set up, build sonde (release) and trace mixed traffic for a long time (HTTP/1.1, h2c,
     /// gRPC, TLS, short-lived processes, connection churn, collector restarts): agent RSS, fds,
@@ -137,14 +140,14 @@ fn main() -> ExitCode {
             };
             run(Command::new(sonde).args(&args))
         }),
-        Task::Bench { mode, debug } => setup::setup().and_then(|_| {
+        Task::Bench { mode, debug, only } => setup::setup().and_then(|_| {
             let sonde = if debug {
                 run(cargo().args(["build", "--locked", "-p", "sonde"]))?;
                 workspace_root().join("target/debug/sonde")
             } else {
                 build_sonde()?
             };
-            bench::bench(mode, &sonde)
+            bench::bench(mode, &sonde, &only)
         }),
         Task::Soak {
             minutes,
@@ -239,6 +242,7 @@ fn test(no_lint: bool, extra: &[String]) -> Result<()> {
     bench::bench(
         bench::Mode::Smoke,
         &workspace_root().join("target/debug/sonde"),
+        &[],
     )?;
     eprintln!("xtask: all tests passed in {:.0?}", started.elapsed());
     Ok(())

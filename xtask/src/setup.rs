@@ -225,25 +225,50 @@ pub fn peers_python() -> std::path::PathBuf {
     workspace_root().join("target/peers/venv/bin/python")
 }
 
-/// Creates `target/peers/venv` from `tests/peers/requirements.txt`, or updates it when the
-/// requirements changed since the last install. Returns whether it did anything.
+/// The venv of the OpenTelemetry Python zero-code agent (`cargo xtask bench`).
+pub fn otel_venv() -> std::path::PathBuf {
+    workspace_root().join("target/peers/otel-venv")
+}
+
+/// The `node_modules` of the OpenTelemetry Node.js zero-code agent (`cargo xtask bench`).
+pub fn otel_node_modules() -> std::path::PathBuf {
+    workspace_root().join("target/peers/otel-node/node_modules")
+}
+
+/// The Python test peers (`tests/peers/requirements.txt` into `target/peers/venv`) and the
+/// benchmark's zero-code agent (`bench/peers/zerocode/requirements.txt` into
+/// `target/peers/otel-venv`). Returns whether it did anything.
 fn setup_peers_venv() -> Result<bool> {
     let root = workspace_root();
-    let reqs = root.join("tests/peers/requirements.txt");
-    let venv = root.join("target/peers/venv");
+    let tests = install_venv(
+        &root.join("tests/peers/requirements.txt"),
+        &root.join("target/peers/venv"),
+    )?;
+    let bench = install_venv(
+        &root.join("bench/peers/zerocode/requirements.txt"),
+        &otel_venv(),
+    )?;
+    Ok(tests || bench)
+}
+
+/// Creates the venv `venv` from the requirements file `reqs`, or updates it when the
+/// requirements changed since its last install. Returns whether it did anything.
+fn install_venv(reqs: &Path, venv: &Path) -> Result<bool> {
+    let python = venv.join("bin/python");
     let stamp = venv.join("installed-requirements.txt");
-    let wanted = fs::read_to_string(&reqs).with_context(|| format!("read {}", reqs.display()))?;
-    if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && peers_python().exists() {
+    let wanted = fs::read_to_string(reqs).with_context(|| format!("read {}", reqs.display()))?;
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && python.exists() {
         return Ok(false);
     }
     eprintln!(
-        "setup: installing Python test peers into {}",
+        "setup: installing {} into {}",
+        reqs.display(),
         venv.display()
     );
-    if !peers_python().exists() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    if !python.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
     }
-    run(Command::new(peers_python())
+    run(Command::new(&python)
         .args([
             "-m",
             "pip",
@@ -252,20 +277,33 @@ fn setup_peers_venv() -> Result<bool> {
             "--disable-pip-version-check",
             "-r",
         ])
-        .arg(&reqs))?;
+        .arg(reqs))?;
     fs::write(&stamp, wanted)?;
     Ok(true)
 }
 
-/// Installs the Node.js packages of `tests/peers/node/package.json` into `target/peers/node`
-/// (npm, from the registry), again when the manifest changed. Returns whether it did anything.
+/// The Node.js test peers (`tests/peers/node/package.json` into `target/peers/node`) and the
+/// benchmark's zero-code agent (`bench/peers/zerocode/package.json` into
+/// `target/peers/otel-node`). Returns whether it did anything.
 fn setup_node_peers() -> Result<bool> {
     let root = workspace_root();
-    let manifest = root.join("tests/peers/node/package.json");
-    let dir = root.join("target/peers/node");
+    let tests = install_node(
+        &root.join("tests/peers/node/package.json"),
+        &root.join("target/peers/node"),
+    )?;
+    let bench = install_node(
+        &root.join("bench/peers/zerocode/package.json"),
+        &root.join("target/peers/otel-node"),
+    )?;
+    Ok(tests || bench)
+}
+
+/// Installs the packages of the manifest `manifest` into `dir` (npm, from the registry), again
+/// when the manifest changed. Returns whether it did anything.
+fn install_node(manifest: &Path, dir: &Path) -> Result<bool> {
     let stamp = dir.join("installed-package.json");
     let wanted =
-        fs::read_to_string(&manifest).with_context(|| format!("read {}", manifest.display()))?;
+        fs::read_to_string(manifest).with_context(|| format!("read {}", manifest.display()))?;
     if fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && dir.join("node_modules").is_dir() {
         return Ok(false);
     }
@@ -273,11 +311,12 @@ fn setup_node_peers() -> Result<bool> {
         bail!("npm is missing: install Node.js 20 with npm (the gRPC tests use @grpc/grpc-js)");
     }
     eprintln!(
-        "setup: installing Node.js test peers into {}",
+        "setup: installing {} into {}",
+        manifest.display(),
         dir.display()
     );
-    fs::create_dir_all(&dir)?;
-    fs::copy(&manifest, dir.join("package.json"))?;
+    fs::create_dir_all(dir)?;
+    fs::copy(manifest, dir.join("package.json"))?;
     run(Command::new("npm")
         .args([
             "install",
@@ -286,7 +325,7 @@ fn setup_node_peers() -> Result<bool> {
             "--loglevel=error",
             "--prefix",
         ])
-        .arg(&dir))?;
+        .arg(dir))?;
     fs::write(&stamp, wanted)?;
     Ok(true)
 }

@@ -61,8 +61,8 @@ use serde_json::{Value, json};
 
 use crate::{
     bench::{
-        BenchCgroup, Proc, free_port, losses, machine, median, read_ready, sink_count, start_grpc,
-        start_nginx, wait_port,
+        BenchCgroup, Proc, free_port, losses, machine, median, read_ready, run_nginx, sink_count,
+        start_grpc, start_nginx, wait_port,
     },
     setup::peers_python,
     workspace_root,
@@ -448,30 +448,14 @@ fn start_tls_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16)> {
             .stderr(Stdio::null()),
     )?;
     let port = free_port()?;
-    let conf = format!(
-        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n\
-         client_body_temp_path {d}/b;\n  proxy_temp_path {d}/p;\n  fastcgi_temp_path {d}/f;\n\
-         uwsgi_temp_path {d}/u;\n  scgi_temp_path {d}/s;\n\
-         server {{\n    listen 127.0.0.1:{port} ssl http2 backlog=4096;\n\
+    let server = format!(
+        "server {{\n    listen 127.0.0.1:{port} ssl http2 backlog=4096;\n\
          ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-         location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-        d = dir.display(),
+         location / {{ return 200 \"ok\\n\"; }}\n  }}\n",
         cert = cert.display(),
         key = key.display(),
     );
-    fs::write(dir.join("nginx.conf"), conf)?;
-    let child = cg
-        .command("nginx")
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start the TLS nginx")?;
-    let proc = Proc(child);
-    wait_port(port)?;
+    let proc = run_nginx(cg, dir, &server, &[port]).context("start the TLS nginx")?;
     Ok((proc, port))
 }
 

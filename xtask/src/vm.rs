@@ -532,7 +532,14 @@ fn strays(spans: &[Value], proto: &str) -> Option<String> {
     (of_proto.len() != 2).then(|| {
         let names: Vec<String> = of_proto
             .iter()
-            .map(|s| format!("{} (kind {}, path {:?})", s["name"], s["kind"], span_path(s)))
+            .map(|s| {
+                format!(
+                    "{} (kind {}, path {:?})",
+                    s["name"],
+                    s["kind"],
+                    span_path(s)
+                )
+            })
             .collect();
         format!(
             "{} {proto} spans, want 2 (server and client): {}",
