@@ -363,6 +363,18 @@ pub(crate) fn read_ready(child: &mut Child) -> Result<()> {
     Ok(())
 }
 
+/// Starts a peer that prints `ready` on stdout once it listens on `port`, and waits for both.
+fn spawn_peer(cmd: &mut Command, port: u16, what: impl FnOnce() -> String) -> Result<(Proc, u16)> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(what)?;
+    read_ready(&mut child)?;
+    wait_port(port)?;
+    Ok((Proc(child), port))
+}
+
 /// nginx with an HTTP/1.1 and an HTTP/2 (prior knowledge) server: (process, h1 port, h2 port).
 pub(crate) fn start_nginx(cg: &BenchCgroup, dir: &Path) -> Result<(Proc, u16, u16)> {
     let port = free_port()?;
@@ -425,9 +437,7 @@ fn start_app(cg: &BenchCgroup, sdk_endpoint: Option<&str>, calls: Calls) -> Resu
     let port = free_port()?;
     let mut cmd = cg.command(peers_python());
     cmd.arg(workspace_root().join("bench/peers/app.py"))
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .arg(port.to_string());
     match calls {
         Calls::Nothing => {}
         Calls::Upstream(port) => {
@@ -442,10 +452,7 @@ fn start_app(cg: &BenchCgroup, sdk_endpoint: Option<&str>, calls: Calls) -> Resu
         cmd.args(["--otel-sdk", e])
             .env("OTEL_BSP_SCHEDULE_DELAY", "200");
     }
-    let mut child = cmd.spawn().context("start the Python app")?;
-    read_ready(&mut child)?;
-    wait_port(port)?;
-    Ok((Proc(child), port))
+    spawn_peer(&mut cmd, port, || "start the Python app".into())
 }
 
 /// Environment of an OpenTelemetry zero-code agent: traces only, OTLP/gRPC to the receiver,
@@ -484,17 +491,10 @@ fn start_node_app(cg: &BenchCgroup, upstream: u16, otel: Option<&str>) -> Result
         ]);
         otel_env(&mut cmd, "bench-node-auto", endpoint);
     }
-    let mut child = cmd
-        .arg(workspace_root().join("bench/peers/node_app.js"))
+    cmd.arg(workspace_root().join("bench/peers/node_app.js"))
         .arg(port.to_string())
-        .arg(upstream.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start the Node.js app (node)")?;
-    read_ready(&mut child)?;
-    wait_port(port)?;
-    Ok((Proc(child), port))
+        .arg(upstream.to_string());
+    spawn_peer(&mut cmd, port, || "start the Node.js app (node)".into())
 }
 
 /// The Flask app calling nginx on `upstream`; with `otel`, under `opentelemetry-instrument`
@@ -511,22 +511,15 @@ fn start_flask_app(cg: &BenchCgroup, upstream: u16, otel: Option<&str>) -> Resul
         }
         None => cg.command(venv.join("bin/python")),
     };
-    let mut child = cmd
-        .arg(workspace_root().join("bench/peers/flask_app.py"))
+    cmd.arg(workspace_root().join("bench/peers/flask_app.py"))
         .arg(port.to_string())
-        .arg(upstream.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "start the Flask app ({}: run `cargo xtask setup`)",
-                venv.display()
-            )
-        })?;
-    read_ready(&mut child)?;
-    wait_port(port)?;
-    Ok((Proc(child), port))
+        .arg(upstream.to_string());
+    spawn_peer(&mut cmd, port, || {
+        format!(
+            "start the Flask app ({}: run `cargo xtask setup`)",
+            venv.display()
+        )
+    })
 }
 
 /// Debian's PostgreSQL, outside the traced cgroup (the database, not the service under test),
@@ -637,17 +630,10 @@ fn cgroup_cpu_us(cg: &BenchCgroup) -> Option<u64> {
 
 pub(crate) fn start_grpc(cg: &BenchCgroup) -> Result<(Proc, u16)> {
     let port = free_port()?;
-    let mut child = cg
-        .command(peers_python())
-        .arg(workspace_root().join("tests/peers/grpc/server.py"))
-        .arg(port.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start the grpcio server")?;
-    read_ready(&mut child)?;
-    wait_port(port)?;
-    Ok((Proc(child), port))
+    let mut cmd = cg.command(peers_python());
+    cmd.arg(workspace_root().join("tests/peers/grpc/server.py"))
+        .arg(port.to_string());
+    spawn_peer(&mut cmd, port, || "start the grpcio server".into())
 }
 
 /// The counting receiver; with `ids`, it also counts distinct span ids.
