@@ -24,7 +24,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
 /// Per-process decisions and fd epochs. Key: tgid. Written by the agent (decisions) and by
-/// `process.rs` (fork inheritance, epoch bumps on exec/close_range); read by `filter.rs`.
+/// `process.rs` (fork inheritance, a random epoch for each new entry, epoch bumps on
+/// exec/close_range); read by `filter.rs`.
 /// Entries are removed when the process (or, for thread entries made at clone, the thread) exits.
 #[map]
 pub static PROCS: HashMap<u32, ProcState> = HashMap::with_max_entries(65536, 0);

@@ -7,7 +7,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_prandom_u32},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -21,6 +21,17 @@ use crate::{
     util::{count, emit, header, now_ns},
 };
 
+/// The fd epoch of a process that gets its `PROCS` entry now: random and never 0 (the epoch of
+/// a process without an entry). Classifications cached by an exited process stay in the LRU
+/// maps (the kernel closed its fds, no `close` ran), and after pids wrap a new process with
+/// the same tgid must not match them: with a fresh random epoch it does not (a chance of 2^-32).
+#[inline(always)]
+fn fresh_epoch() -> u32 {
+    // SAFETY: helper without arguments.
+    let r = unsafe { bpf_get_prandom_u32() };
+    if r == 0 { 1 } else { r }
+}
+
 /// Marks every cached fd classification of `tgid` as needing a new check.
 #[inline(always)]
 pub fn bump_epoch(tgid: u32) {
@@ -30,7 +41,7 @@ pub fn bump_epoch(tgid: u32) {
     } else {
         let fresh = ProcState {
             decision: Decision::Unset as u32,
-            fd_epoch: 1,
+            fd_epoch: fresh_epoch(),
             flags: 0,
             _pad: 0,
         };
@@ -107,20 +118,35 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Ok(child) = (unsafe { ctx.read_at::<u32>(off) }) else {
         return 0;
     };
+    let mut inherited = None;
     if let Some(p) = PROCS.get_ptr(tgid) {
         // SAFETY: a valid map value pointer.
         let (decision, flags) = unsafe { ((*p).decision, (*p).flags) };
         if decision != Decision::Unset as u32 && flags & PROC_FLAG_INHERIT != 0 {
-            let inherited = ProcState {
+            inherited = Some(ProcState {
                 decision,
-                fd_epoch: 0,
+                fd_epoch: fresh_epoch(),
                 flags,
                 _pad: 0,
-            };
-            let _ = PROCS.insert(child, inherited, BPF_ANY as u64);
+            });
         }
     }
-    if traced(tgid).is_some() {
+    let traced_parent = traced(tgid).is_some();
+    if let Some(state) = inherited {
+        let _ = PROCS.insert(child, state, BPF_ANY as u64);
+    } else if traced_parent {
+        // A child of a traced process that does not exec (a forked worker) gets an entry too,
+        // for its fresh epoch; the entry goes when it exits. (For a new thread the entry is
+        // never looked up, which is by tgid, and goes when the thread exits.)
+        let fresh = ProcState {
+            decision: Decision::Unset as u32,
+            fd_epoch: fresh_epoch(),
+            flags: 0,
+            _pad: 0,
+        };
+        let _ = PROCS.insert(child, fresh, BPF_ANY as u64);
+    }
+    if traced_parent {
         proc_event(EventKind::ProcFork, pid_tgid, child);
     }
     0

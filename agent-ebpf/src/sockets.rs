@@ -20,8 +20,10 @@
 //! sockets in `CONNS` (with the `struct sock` address and the connection id), everything else in
 //! `FD_NOT_TCP`. A cached answer is dropped when the fd is closed (`close`, `dup2`/`dup3` onto it)
 //! and re-checked when the process's fd epoch moved (`exec`, `close_range`, which free fds
-//! without a `close` call). So an fd that is closed and reused is a new connection with a new
-//! id, and every tracked connection has both addresses, whichever way sonde learned of it.
+//! without a `close` call). A process gets a random epoch of its own when its `PROCS` entry is
+//! made (exec, or fork from a traced parent), so what an exited process left cached is never
+//! believed for a later process with the same pid. So an fd that is closed and reused is a new
+//! connection with a new id, and every tracked connection has both addresses, whichever way sonde learned of it.
 //! `connect` and `accept` run the same walk on their fd to record the role.
 
 use aya_ebpf::{

@@ -15,6 +15,11 @@ modes:
   garbage HOST PORT N SEED       N random bytes in random-sized writes to an echo server
   big HOST PORT N                send N bytes in one write to an echo server, read them back
   noise DIR UDPPORT              file, pipe, unix socket and UDP traffic (no TCP at all)
+  pidreuse HOST PORT             two forked children with the same pid (through the root pid
+                                 namespace's ns_last_pid; needs root): the first writes to a
+                                 file at fd 50 and exits without closing it, the second inherits
+                                 a TCP connection at fd 50 and sends a GET /pid-reuse on it;
+                                 prints "pid P", then "recv HEX"
 """
 import os
 import random
@@ -68,6 +73,43 @@ def recv_exact(s, n):
             break
         out += chunk
     return out
+
+
+PID_REUSE_FD = 50
+
+
+def fork_with_pid(pid, child):
+    """Forks `child()` as process `pid` (it must be free): ns_last_pid says which pid the next
+    fork takes, and another process may take it first, so retry. Returns the child's exit code."""
+    for _ in range(100):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        got = os.fork()
+        if got == 0:
+            code = 1
+            try:
+                if os.getpid() == pid:
+                    child()
+                    code = 0
+                else:
+                    code = 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(got, 0)
+        if got == pid:
+            return os.waitstatus_to_exitcode(status)
+    sys.exit(f"could not fork with pid {pid}")
+
+
+def free_pid():
+    """A pid that no process has, away from the ones being handed out now."""
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid_max = int(f.read())
+    for i in range(pid_max):
+        pid = (os.getpid() + pid_max // 2 + i) % pid_max
+        if pid > 300 and not os.path.exists(f"/proc/{pid}"):
+            return pid
+    sys.exit("no free pid")
 
 
 def main():
@@ -165,6 +207,35 @@ def main():
         u.bind(("127.0.0.1", 0))
         u.sendto(b"GET /udp HTTP/1.1\r\n\r\n", ("127.0.0.1", udp_port))
         print("done", flush=True)
+    elif mode == "pidreuse":
+        host, port = sys.argv[2], sys.argv[3]
+        pid = free_pid()
+
+        def first():
+            # Written through a data syscall of a traced process at fd 50: the kernel notes
+            # "(pid, 50) is not a TCP socket", and the fd is closed by exit, not by close().
+            f = os.open("/dev/null", os.O_WRONLY)
+            os.dup2(f, PID_REUSE_FD)
+            for _ in range(3):
+                os.write(PID_REUSE_FD, b"GET /not-tcp HTTP/1.1\r\n\r\n")
+
+        assert fork_with_pid(pid, first) == 0
+        s = connect(host, port)
+        os.dup2(s.fileno(), PID_REUSE_FD)
+        s.close()
+        print(f"pid {pid}", flush=True)
+        r, w = os.pipe()
+        assert not os.path.exists(f"/proc/{pid}")
+
+        def second():
+            # The same pid and fd number, now a TCP connection sonde never saw being opened.
+            os.write(PID_REUSE_FD, b"GET /pid-reuse HTTP/1.1\r\nHost: test\r\n\r\n")
+            os.write(w, os.read(PID_REUSE_FD, 65536))
+
+        assert fork_with_pid(pid, second) == 0
+        os.close(w)
+        resp = os.read(r, 65536)
+        print("recv " + resp.hex(), flush=True)
     else:
         sys.exit("unknown mode " + mode)
 

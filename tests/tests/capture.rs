@@ -236,6 +236,42 @@ fn a_connection_opened_before_sonde_started_is_found_with_addresses_and_roles() 
 }
 
 #[test]
+fn a_new_process_with_an_exited_ones_pid_has_its_sockets_found() {
+    // An exited process's "fd 50 is not a TCP socket" must not be believed for a later process
+    // that gets the same pid (pids wrap): its fd 50, a TCP connection inherited from its parent
+    // and never seen being opened, must be found like any other.
+    let mut cg = TestCgroup::new("pidreuse");
+    let port = start_server(&mut cg, "http_server.py", "127.0.0.1");
+    let rec = cg.capture();
+    let out = client(&cg, &["pidreuse", "127.0.0.1", &port.to_string()]);
+    let got = rec.finish();
+    let pid: u32 = field(&out, "pid ").parse().unwrap();
+    let response = unhex(field(&out, "recv "));
+    assert!(response.starts_with(b"HTTP/1."), "{out:?}");
+    let of_pid: Vec<_> = got.conns().filter(|c| c.info.pid == pid).collect();
+    assert_eq!(
+        of_pid.len(),
+        1,
+        "the second process (pid {pid}) has one connection: {:#?}",
+        got.describe()
+    );
+    let c = of_pid[0];
+    assert_eq!(c.info.source, ConnSource::Discovered);
+    assert_eq!(c.info.fd, 50);
+    assert_eq!(
+        c.info.remote,
+        Some(SocketAddr::from(([127, 0, 0, 1], port)))
+    );
+    assert_eq!(
+        c.stream(OUT),
+        b"GET /pid-reuse HTTP/1.1\r\nHost: test\r\n\r\n"
+    );
+    assert_eq!(c.stream(IN), response);
+    // The first process's writes to /dev/null were classified and not captured.
+    assert!(got.summary.kernel.get(Counter::FdNotTcp) >= 1);
+}
+
+#[test]
 fn files_pipes_unix_and_udp_sockets_are_ignored() {
     let cg = TestCgroup::new("noise");
     let dir = std::env::temp_dir().join(format!("sonde-noise-{}", std::process::id()));

@@ -423,12 +423,17 @@ impl Probes {
         decision: Decision,
         inherit: bool,
     ) -> Result<(), ProbeError> {
-        let epoch = self.procs.get(&pid, 0).map(|p| p.fd_epoch).unwrap_or(0);
+        // Moving the epoch makes the kernel re-check cached fds, so a concurrent kernel bump
+        // lost to this write is never a problem. A process without an entry gets a random
+        // one, as the kernel gives at exec and fork (`agent-ebpf/src/process.rs`): an exited
+        // process with the same pid may have left classifications behind.
+        let epoch = match self.procs.get(&pid, 0) {
+            Ok(p) => p.fd_epoch.wrapping_add(1),
+            Err(_) => fresh_epoch(),
+        };
         let state = ProcState {
             decision: decision as u32,
-            // Moving the epoch makes the kernel re-check cached fds, so a concurrent kernel
-            // bump lost to this write is never a problem.
-            fd_epoch: epoch.wrapping_add(1),
+            fd_epoch: epoch,
             flags: if inherit { PROC_FLAG_INHERIT } else { 0 },
             _pad: 0,
         };
@@ -582,6 +587,18 @@ fn verifier_last_line(e: &(dyn std::error::Error + 'static)) -> String {
         })
         .unwrap_or(&text)
         .to_owned()
+}
+
+/// A random fd epoch, never 0 (see [`Probes::set_process`]).
+fn fresh_epoch() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (h.finish() as u32).max(1)
 }
 
 #[cfg(test)]
