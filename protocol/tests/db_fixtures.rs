@@ -216,13 +216,18 @@ fn pg_asyncpg() {
         &[
             "STARTUP 3.0 user=postgres db=sonde app=- req 0-61 resp 0-409 err=-",
             "OP query \"CREATE TEMP TABLE a (id int, v text)\" stmt=- cmd=CREATE TABLE rows=- drows=0 n=1 req 62-103 resp 410-433 ok",
-            "OP execute \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=INSERT rows=1 drows=0 n=1 req 104-249 resp 434-479 ok",
+            // Parse/Describe/Flush: a preparation of its own, then the statement by name.
+            "OP prepare \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=- rows=- drows=0 n=0 req 104-189 resp 434-458 ok",
+            "OP execute \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=INSERT rows=1 drows=0 n=1 req 190-249 resp 459-479 ok",
             "OP execute \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=INSERT rows=1 drows=0 n=1 req 250-309 resp 480-500 ok",
             "OP execute \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=INSERT rows=1 drows=0 n=1 req 310-369 resp 501-521 ok",
-            "OP execute \"SELECT * FROM a WHERE id > $1\" stmt=__asyncpg_stmt_2__ cmd=SELECT rows=2 drows=2 n=1 req 375-513 resp 528-650 ok",
-            "OP execute \"SELECT count(*) FROM a\" stmt=__asyncpg_stmt_3__ cmd=- rows=- drows=1 n=0 req 519-642 resp 657-728 ok suspended",
+            "OP prepare \"SELECT * FROM a WHERE id > $1\" stmt=__asyncpg_stmt_2__ cmd=- rows=- drows=0 n=0 req 375-460 resp 528-591 ok",
+            "OP execute \"SELECT * FROM a WHERE id > $1\" stmt=__asyncpg_stmt_2__ cmd=SELECT rows=2 drows=2 n=1 req 461-513 resp 592-650 ok",
+            "OP prepare \"SELECT count(*) FROM a\" stmt=__asyncpg_stmt_3__ cmd=- rows=- drows=0 n=0 req 519-597 resp 657-699 ok",
+            "OP execute \"SELECT count(*) FROM a\" stmt=__asyncpg_stmt_3__ cmd=- rows=- drows=1 n=0 req 598-642 resp 700-728 ok suspended",
             "OP execute \"SELECT * FROM a WHERE id > $1\" stmt=__asyncpg_stmt_2__ cmd=SELECT rows=1 drows=1 n=1 req 648-700 resp 735-773 ok",
-            "OP prepare \"SELECT * FROM nope\" stmt=__asyncpg_stmt_4__ cmd=- rows=- drows=0 n=0 req 706-785 resp 780-883 error(ERROR 42P01 relation \"nope\" does not exist)",
+            // The Sync sent after the error is not part of the preparation's request.
+            "OP prepare \"SELECT * FROM nope\" stmt=__asyncpg_stmt_4__ cmd=- rows=- drows=0 n=0 req 706-780 resp 780-883 error(ERROR 42P01 relation \"nope\" does not exist)",
         ],
     );
 }
