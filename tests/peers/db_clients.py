@@ -9,6 +9,7 @@ against it.
 """
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -33,6 +34,12 @@ def retry(what, connect, seconds=20.0):
 
 
 # --- PostgreSQL (psycopg 3) -------------------------------------------------------------------
+
+
+def db_password(a):
+    """The password from the environment (DB_PASSWORD), never from argv: sonde exports
+    process.command_line."""
+    return os.environ.get("DB_PASSWORD") or a.password
 
 
 def pg_connect(a, user, password, dbname):
@@ -123,6 +130,39 @@ def pg_one(a):
     c.execute(f"UPDATE {a.table} SET name = 'pg-canary-srv' WHERE id = 2")
     c.close()
     out(local_port=port, rows=n)
+
+
+def pg_asyncpg(a):
+    """The scenario of `postgres_asyncpg_spans`, in order: asyncpg prepares every statement
+    with Parse/Describe/Flush, then executes it by name (Bind/Execute/Sync)."""
+    import asyncio
+
+    import asyncpg
+
+    async def main():
+        c = await asyncpg.connect(host="127.0.0.1", port=a.port, user="app",
+                                  password=db_password(a), database="shop", ssl=False)
+        port = c._transport.get_extra_info("sockname")[1]
+        rows = []
+        # Prepared (Parse/Describe/Flush), then executed.
+        rows.append(len(await c.fetch("SELECT name FROM users WHERE id = $1", 1)))
+        # Prepared once, then two Bind/Execute pipelined before one Sync.
+        await c.executemany("INSERT INTO users (id, name) VALUES ($1, $2)",
+                            [(20, "pg-canary-many1"), (21, "pg-canary-many2")])
+        # From asyncpg's statement cache: no new Parse.
+        rows.append(len(await c.fetch("SELECT name FROM users WHERE id = $1", 20)))
+        errors = []
+        try:
+            await c.fetch("SELECT * FROM missing_table")
+        except asyncpg.UndefinedTableError as e:
+            errors.append(e.sqlstate)
+        # No arguments: the simple query protocol, the literals in the text.
+        await c.execute("UPDATE users SET name = 'pg-canary-simple' WHERE id = 21")
+        await c.close()
+        return port, rows, errors
+
+    port, rows, errors = asyncio.run(main())
+    out(local_port=port, rows=rows, errors=errors)
 
 
 # --- MariaDB (PyMySQL) ------------------------------------------------------------------------
@@ -287,6 +327,7 @@ def main():
         "pg-setup": pg_setup,
         "pg-client": pg_client,
         "pg-one": pg_one,
+        "pg-asyncpg": pg_asyncpg,
         "my-setup": my_setup,
         "my-client": my_client,
         "redis-client": redis_client,

@@ -1,7 +1,7 @@
 //! Privileged end-to-end tests of database spans: Debian's PostgreSQL, MariaDB and Redis
 //! servers started on free ports of 127.0.0.1 with their data in temp dirs, real clients
-//! (psycopg 3 over libpq, PyMySQL, redis-py; `tests/peers/db_clients.py`), and `sonde run
-//! --output jsonl` writing what it made of their conversations.
+//! (psycopg 3 over libpq, asyncpg, PyMySQL, redis-py; `tests/peers/db_clients.py`), and
+//! `sonde run --output jsonl` writing what it made of their conversations.
 //!
 //! The servers run outside the traced cgroup (only the clients are traced) except in the
 //! server-side test. Each test starts its servers once; every scenario is a fixed list of
@@ -329,6 +329,18 @@ fn start_redis(password: &str) -> Server {
 /// Runs `db_clients.py COMMAND --port PORT args...` (in `cg`, traced, or outside it) and
 /// returns the JSON line it prints.
 fn client(cg: Option<&TestCgroup>, command: &str, port: u16, args: &[&str]) -> Value {
+    client_env(cg, command, port, args, &[])
+}
+
+/// [`client`] with environment variables: the password travels in `DB_PASSWORD`, never in
+/// argv (sonde exports `process.command_line`).
+fn client_env(
+    cg: Option<&TestCgroup>,
+    command: &str,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
     let py = peers_python();
     let mut cmd = match cg {
         Some(cg) => cg.command(&py),
@@ -337,6 +349,7 @@ fn client(cg: Option<&TestCgroup>, command: &str, port: u16, args: &[&str]) -> V
     cmd.arg(peers_dir().join("db_clients.py"))
         .args([command, "--port", &port.to_string()])
         .args(args)
+        .envs(env.iter().copied())
         .stderr(Stdio::inherit());
     let out = cmd.output().expect("run db_clients.py");
     assert!(
@@ -750,6 +763,76 @@ fn postgres_psycopg_spans() {
             "pg-canary-insert",
             "pg-canary-pipe",
             "pg-canary-upd",
+            "pg-canary-row",
+        ],
+    );
+}
+
+/// asyncpg (its own protocol code, not libpq): every statement prepared with
+/// Parse/Describe/Flush, without a Sync (the preparation is a span of its own, without rows),
+/// then executed by name; `executemany` pipelines two Bind/Execute before one Sync; a statement
+/// from asyncpg's cache runs without a new Parse; a failing preparation; a simple query. The
+/// password (from the environment) and the literals are never exported.
+#[test]
+fn postgres_asyncpg_spans() {
+    let cg = TestCgroup::new("db-asyncpg");
+    let su_pw = unique("pg-su-secret");
+    let app_pw = unique("pg-app-secret");
+    let (sonde, pg) = with_sonde(&cg, || {
+        let pg = start_postgres(None, &su_pw);
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
+        pg
+    });
+    let did = client_env(
+        Some(&cg),
+        "pg-asyncpg",
+        pg.port,
+        &[],
+        &[("DB_PASSWORD", &app_pw)],
+    );
+    assert_eq!(did["rows"], serde_json::json!([1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["42P01"]), "{did}");
+    let select = "SELECT name FROM users WHERE id = $1";
+    let insert = "INSERT INTO users (id, name) VALUES ($1, $2)";
+    let want = [
+        // Parse/Describe/Flush, then Bind/Execute/Sync.
+        sql("SELECT users", select),
+        sql("SELECT users", select).rows(1),
+        // executemany: one preparation, two executions.
+        sql("INSERT users", insert),
+        sql("INSERT users", insert),
+        sql("INSERT users", insert),
+        // The cached statement.
+        sql("SELECT users", select).rows(1),
+        sql("SELECT missing_table", "SELECT * FROM missing_table").error("42P01"),
+        sql("UPDATE users", "UPDATE users SET name = ? WHERE id = ?"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "asyncpg",
+    );
+    for i in [0, 2] {
+        assert_eq!(
+            attr(&db[i], "db.response.returned_rows"),
+            None,
+            "span {i}, a preparation, has no rows:\n{}",
+            describe(&db)
+        );
+    }
+    assert_never_exported(
+        &text,
+        &[
+            &su_pw,
+            &app_pw,
+            "pg-canary-many1",
+            "pg-canary-many2",
+            "pg-canary-simple",
             "pg-canary-row",
         ],
     );
