@@ -1,7 +1,8 @@
 //! Privileged end-to-end tests of database spans: Debian's PostgreSQL, MariaDB and Redis
 //! servers started on free ports of 127.0.0.1 with their data in temp dirs, real clients
-//! (psycopg 3 over libpq, asyncpg, PyMySQL, redis-py; `tests/peers/db_clients.py`), and
-//! `sonde run --output jsonl` writing what it made of their conversations.
+//! (psycopg 3 over libpq, asyncpg, PyMySQL, redis-py: `tests/peers/db_clients.py`; Node's
+//! `pg` and `mysql2`: `tests/peers/db_node.js`), and `sonde run --output jsonl` writing what
+//! it made of their conversations.
 //!
 //! The servers run outside the traced cgroup (only the clients are traced) except in the
 //! server-side test. Each test starts its servers once; every scenario is a fixed list of
@@ -20,7 +21,8 @@ use std::{
 
 use serde_json::Value;
 use sonde_tests::{
-    Lines, TestCgroup, free_port, peers_dir, peers_python, sonde_run, spawn_tracing, wait_for_port,
+    Lines, TestCgroup, free_port, node_modules, peers_dir, peers_python, sonde_run, spawn_tracing,
+    wait_for_port,
 };
 
 const SERVER: i64 = 2;
@@ -361,6 +363,29 @@ fn client_env(
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("db_clients.py {command} said {text:?}: {e}"))
+}
+
+/// Runs `db_node.js COMMAND PORT` (node-postgres or mysql2) in `cg` with the password in
+/// `DB_PASSWORD`, and returns the JSON line it prints.
+fn node_client(cg: &TestCgroup, command: &str, port: u16, password: &str) -> Value {
+    let out = cg
+        .command("node")
+        .arg(peers_dir().join("db_node.js"))
+        .args([command, &port.to_string()])
+        .env("NODE_PATH", node_modules())
+        .env("DB_PASSWORD", password)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run node db_node.js");
+    assert!(
+        out.status.success(),
+        "db_node.js {command} failed: {} (its error is above; a missing module means \
+         `cargo xtask setup` has not installed tests/peers/node/package.json)",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("db_node.js {command} said {text:?}: {e}"))
 }
 
 // --- sonde and its spans ------------------------------------------------------------------
@@ -960,6 +985,104 @@ fn mariadb_pymysql_spans() {
         &text,
         &[&pw, "my-canary-param", "my-canary-insert", "my-canary-row"],
     );
+}
+
+/// node-postgres (`pg`, its own protocol code): a simple query, the unnamed statement
+/// (Parse/Bind/Describe/Execute/Sync in one write), a named statement parsed with its first
+/// execution and then executed by name, an insert, an error. Password from the environment.
+#[test]
+fn postgres_node_pg_spans() {
+    let cg = TestCgroup::new("db-node-pg");
+    let su_pw = unique("pg-su-secret");
+    let app_pw = unique("pg-app-secret");
+    let (sonde, pg) = with_sonde(&cg, || {
+        let pg = start_postgres(None, &su_pw);
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
+        pg
+    });
+    let did = node_client(&cg, "pg", pg.port, &app_pw);
+    assert_eq!(did["rows"], serde_json::json!([1, 0, 1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["42P01"]), "{did}");
+    let by_id = "SELECT name FROM users WHERE id = $1";
+    let want = [
+        sql("SELECT users", "SELECT name FROM users WHERE id = ?").rows(1),
+        sql("SELECT users", "SELECT id, name FROM users WHERE name = $1").rows(0),
+        sql("SELECT users", by_id).rows(1),
+        sql("SELECT users", by_id).rows(1),
+        sql(
+            "INSERT users",
+            "INSERT INTO users (id, name) VALUES ($1, $2)",
+        ),
+        sql(
+            "SELECT missing_table",
+            "SELECT * FROM missing_table WHERE id = $1",
+        )
+        .error("42P01"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "node-postgres",
+    );
+    assert_never_exported(
+        &text,
+        &[
+            &su_pw,
+            &app_pw,
+            "pg-canary-node",
+            "pg-canary-node-insert",
+            "pg-canary-row",
+        ],
+    );
+}
+
+/// mysql2 against MariaDB: `query()` (values put into the text by the client, sanitised),
+/// `execute()` (`COM_STMT_PREPARE`, a span without rows, then `COM_STMT_EXECUTE` by statement
+/// id; the second time from mysql2's statement cache), an `ERR` packet. Password from the
+/// environment.
+#[test]
+fn mariadb_mysql2_spans() {
+    let cg = TestCgroup::new("db-mysql2");
+    let pw = unique("my-app-secret");
+    let (sonde, my) = with_sonde(&cg, || {
+        let my = start_mariadb();
+        client(None, "my-setup", my.port, &["--password", &pw]);
+        my
+    });
+    let did = node_client(&cg, "mysql", my.port, &pw);
+    assert_eq!(did["rows"], serde_json::json!([0, 1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!([1146]), "{did}");
+    let by_id = "SELECT name FROM users WHERE id = ?";
+    let want = [
+        sql("SELECT users", "SELECT id, name FROM users WHERE name = ?").rows(0),
+        // COM_STMT_PREPARE, then COM_STMT_EXECUTE twice.
+        sql("SELECT users", by_id),
+        sql("SELECT users", by_id).rows(1),
+        sql("SELECT users", by_id).rows(1),
+        sql("SELECT missing_table", "SELECT * FROM missing_table").error("1146"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("mariadb", my.port),
+        CLIENT,
+        "mysql2",
+    );
+    assert_eq!(
+        attr(&db[1], "db.response.returned_rows"),
+        None,
+        "the preparation has no rows:\n{}",
+        describe(&db)
+    );
+    assert_never_exported(&text, &[&pw, "my-canary-node", "my-canary-row"]);
 }
 
 /// redis-py: AUTH, SET/GET, a pipeline (one span per command, in order), a `WRONGTYPE`
