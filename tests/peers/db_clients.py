@@ -132,6 +132,31 @@ def pg_one(a):
     out(local_port=port, rows=n)
 
 
+def pg_tls(a):
+    """The scenario of `postgres_psycopg_tls_spans`: psycopg over TLS, with the libpq that
+    PSYCOPG_IMPL selects (the test asks for "python": Debian's libpq and OpenSSL)."""
+    import psycopg
+
+    c = psycopg.connect(host="127.0.0.1", port=a.port, user="app", password=db_password(a),
+                        dbname="shop", autocommit=True, sslmode="require")
+    port = pg_local_port(c)
+    ssl = bool(c.pgconn.ssl_in_use)
+    cur = c.cursor()
+    rows = []
+    cur.execute("SELECT name FROM users WHERE id = 1")
+    rows.append(len(cur.fetchall()))
+    cur.execute("SELECT id, name FROM users WHERE name = %s", ("pg-canary-tls-param",))
+    rows.append(len(cur.fetchall()))
+    cur.execute("INSERT INTO users (id, name) VALUES (%s, %s)", (40, "pg-canary-tls-insert"))
+    errors = []
+    try:
+        cur.execute("SELECT * FROM missing_table WHERE id = %s", (5,))
+    except psycopg.errors.UndefinedTable as e:
+        errors.append(e.sqlstate)
+    c.close()
+    out(local_port=port, rows=rows, errors=errors, ssl=ssl, impl=psycopg.pq.__impl__)
+
+
 def pg_asyncpg(a):
     """The scenario of `postgres_asyncpg_spans`, in order: asyncpg prepares every statement
     with Parse/Describe/Flush, then executes it by name (Bind/Execute/Sync)."""
@@ -328,6 +353,7 @@ def main():
         "pg-client": pg_client,
         "pg-one": pg_one,
         "pg-asyncpg": pg_asyncpg,
+        "pg-tls": pg_tls,
         "my-setup": my_setup,
         "my-client": my_client,
         "redis-client": redis_client,

@@ -176,6 +176,12 @@ impl Drop for Server {
 /// scram-sha-256 --pwfile` for the superuser, then [`pg_setup`] adds the user `app`. In `cg`
 /// (traced) or outside it.
 fn start_postgres(cg: Option<&TestCgroup>, su_password: &str) -> Server {
+    start_postgres_with(cg, su_password, false)
+}
+
+/// [`start_postgres`], with `ssl = on` when `tls` (a self-signed certificate for 127.0.0.1
+/// made in its directory; clients may still log in without TLS).
+fn start_postgres_with(cg: Option<&TestCgroup>, su_password: &str, tls: bool) -> Server {
     let initdb = pg_bin("initdb");
     let postgres = pg_bin("postgres");
     let (uid, gid) = postgres_user();
@@ -209,6 +215,40 @@ fn start_postgres(cg: Option<&TestCgroup>, su_password: &str) -> Server {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let mut ssl = Vec::new();
+    if tls {
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (Debian package openssl) makes the server's certificate");
+        assert!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for p in [&cert, &key] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+        }
+        // PostgreSQL refuses a key that others can read.
+        fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        ssl = vec![
+            "-c".to_owned(),
+            "ssl=on".to_owned(),
+            "-c".to_owned(),
+            format!("ssl_cert_file={}", cert.display()),
+            "-c".to_owned(),
+            format!("ssl_key_file={}", key.display()),
+        ];
+    }
     let port = free_port();
     // setpriv execs postgres as the `postgres` user from a process that is still root when it
     // joins the cgroup (Command::uid would drop root before pre_exec writes cgroup.procs).
@@ -235,7 +275,8 @@ fn start_postgres(cg: Option<&TestCgroup>, su_password: &str) -> Server {
         "shared_buffers=16MB",
         "-c",
         "max_connections=20",
-    ]);
+    ])
+    .args(&ssl);
     // SIGQUIT: immediate shutdown, the backends go with the postmaster.
     Server::spawn(cmd, port, dir, libc::SIGQUIT, "postgres")
 }
@@ -858,6 +899,67 @@ fn postgres_asyncpg_spans() {
             "pg-canary-many1",
             "pg-canary-many2",
             "pg-canary-simple",
+            "pg-canary-row",
+        ],
+    );
+}
+
+/// psycopg over TLS (`sslmode=require`): the SSLRequest is seen in the socket's bytes, the
+/// session itself through the OpenSSL probes. psycopg's binary wheel bundles a libssl of its
+/// own that sonde does not hook, so this client is the pure-Python psycopg over Debian's
+/// libpq (`PSYCOPG_IMPL=python`), which uses the system OpenSSL. The same spans as without
+/// TLS, and no password or literal exported.
+#[test]
+fn postgres_psycopg_tls_spans() {
+    let cg = TestCgroup::new("db-pg-tls");
+    let su_pw = unique("pg-su-secret");
+    let app_pw = unique("pg-app-secret");
+    let (sonde, pg) = with_sonde(&cg, || {
+        let pg = start_postgres_with(None, &su_pw, true);
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
+        pg
+    });
+    let did = client_env(
+        Some(&cg),
+        "pg-tls",
+        pg.port,
+        &[],
+        &[("DB_PASSWORD", &app_pw), ("PSYCOPG_IMPL", "python")],
+    );
+    assert_eq!(did["impl"], "python", "{did}");
+    assert_eq!(did["ssl"], true, "{did}");
+    assert_eq!(did["rows"], serde_json::json!([1, 0]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["42P01"]), "{did}");
+    let want = [
+        sql("SELECT users", "SELECT name FROM users WHERE id = ?").rows(1),
+        sql("SELECT users", "SELECT id, name FROM users WHERE name = $1").rows(0),
+        sql(
+            "INSERT users",
+            "INSERT INTO users (id, name) VALUES ($1, $2)",
+        ),
+        sql(
+            "SELECT missing_table",
+            "SELECT * FROM missing_table WHERE id = $1",
+        )
+        .error("42P01"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "psycopg over TLS",
+    );
+    assert_never_exported(
+        &text,
+        &[
+            &su_pw,
+            &app_pw,
+            "pg-canary-tls-param",
+            "pg-canary-tls-insert",
             "pg-canary-row",
         ],
     );
