@@ -1,8 +1,9 @@
 //! Privileged end-to-end tests of database spans: Debian's PostgreSQL, MariaDB and Redis
 //! servers started on free ports of 127.0.0.1 with their data in temp dirs, real clients
 //! (psycopg 3 over libpq, asyncpg, PyMySQL, redis-py: `tests/peers/db_clients.py`; Node's
-//! `pg` and `mysql2`: `tests/peers/db_node.js`), and `sonde run --output jsonl` writing what
-//! it made of their conversations.
+//! `pg` and `mysql2`: `tests/peers/db_node.js`; Go's lib/pq and go-sql-driver/mysql:
+//! `tests/peers/db_go`), and `sonde run --output jsonl` writing what it made of their
+//! conversations.
 //!
 //! The servers run outside the traced cgroup (only the clients are traced) except in the
 //! server-side test. Each test starts its servers once; every scenario is a fixed list of
@@ -15,7 +16,10 @@ use std::{
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -427,6 +431,70 @@ fn node_client(cg: &TestCgroup, command: &str, port: u16, password: &str) -> Val
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("db_node.js {command} said {text:?}: {e}"))
+}
+
+/// `tests/peers/db_go/main.go` (database/sql with lib/pq and go-sql-driver/mysql), built once
+/// per test binary, offline, with Debian's Go 1.19 and Debian's packages of the drivers
+/// (`GO111MODULE=off`, `GOPATH=/usr/share/gocode`).
+fn go_db_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let go = find_bin(
+            &["/usr/lib/go-1.19/bin/go".into(), "go".into()],
+            "golang-go",
+        );
+        for pkg in ["lib/pq", "go-sql-driver/mysql"] {
+            let dir = Path::new("/usr/share/gocode/src/github.com").join(pkg);
+            assert!(
+                dir.is_dir(),
+                "{} missing: install Debian's golang-github-lib-pq-dev and \
+                 golang-github-go-sql-driver-mysql-dev (`cargo xtask setup` does)",
+                dir.display()
+            );
+        }
+        let venv = Path::new(&peers_python()).parent().unwrap().to_path_buf();
+        let target = venv.join("../../go");
+        fs::create_dir_all(&target).unwrap();
+        let bin = target.join(format!("db_go-{}", std::process::id()));
+        let out = Command::new(&go)
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(peers_dir().join("db_go/main.go"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", target.join("cache-db"))
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .expect("go build");
+        assert!(
+            out.status.success(),
+            "go build db_go/main.go failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bin
+    })
+}
+
+/// Runs the Go client (`pq` or `mysql`) in `cg` with the password in `DB_PASSWORD`, and
+/// returns the JSON line it prints.
+fn go_client(cg: &TestCgroup, command: &str, port: u16, password: &str) -> Value {
+    let bin = go_db_binary();
+    let out = cg
+        .command(bin.to_str().unwrap())
+        .args([command, &port.to_string()])
+        .env("DB_PASSWORD", password)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run db_go");
+    assert!(
+        out.status.success(),
+        "db_go {command} failed: {} (its error is above)",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("db_go {command} said {text:?}: {e}"))
 }
 
 // --- sonde and its spans ------------------------------------------------------------------
@@ -1185,6 +1253,104 @@ fn mariadb_mysql2_spans() {
         describe(&db)
     );
     assert_never_exported(&text, &[&pw, "my-canary-node", "my-canary-row"]);
+}
+
+/// Go's database/sql with lib/pq: a query without arguments (simple query protocol); one with
+/// arguments, prepared in a round trip of its own (Parse/Describe/Sync: a span without rows)
+/// and then executed; `db.Prepare` of a named statement and its `Exec`; an error.
+#[test]
+fn postgres_go_pq_spans() {
+    let cg = TestCgroup::new("db-go-pq");
+    let su_pw = unique("pg-su-secret");
+    let app_pw = unique("pg-app-secret");
+    let (sonde, pg) = with_sonde(&cg, || {
+        go_db_binary();
+        let pg = start_postgres(None, &su_pw);
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
+        pg
+    });
+    let did = go_client(&cg, "pq", pg.port, &app_pw);
+    assert_eq!(did["rows"], serde_json::json!([1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["42P01"]), "{did}");
+    let select = "SELECT name FROM users WHERE id = $1";
+    let insert = "INSERT INTO users (id, name) VALUES ($1, $2)";
+    let want = [
+        sql("SELECT users", "SELECT name FROM users WHERE id = ?").rows(1),
+        sql("SELECT users", select),
+        sql("SELECT users", select).rows(1),
+        sql("INSERT users", insert),
+        sql("INSERT users", insert),
+        sql("SELECT missing_table", "SELECT * FROM missing_table").error("42P01"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "lib/pq",
+    );
+    for i in [1, 3] {
+        assert_eq!(
+            attr(&db[i], "db.response.returned_rows"),
+            None,
+            "span {i}, a preparation, has no rows:\n{}",
+            describe(&db)
+        );
+    }
+    assert_never_exported(
+        &text,
+        &[&su_pw, &app_pw, "pg-canary-go-insert", "pg-canary-row"],
+    );
+}
+
+/// Go's database/sql with go-sql-driver/mysql: a query without arguments (`COM_QUERY`); with
+/// arguments, `COM_STMT_PREPARE` (a span without rows), `COM_STMT_EXECUTE` and
+/// `COM_STMT_CLOSE` (no answer, no span); an `ERR` packet.
+#[test]
+fn mariadb_go_mysql_spans() {
+    let cg = TestCgroup::new("db-go-mysql");
+    let pw = unique("my-app-secret");
+    let (sonde, my) = with_sonde(&cg, || {
+        go_db_binary();
+        let my = start_mariadb();
+        client(None, "my-setup", my.port, &["--password", &pw]);
+        my
+    });
+    let did = go_client(&cg, "mysql", my.port, &pw);
+    assert_eq!(did["rows"], serde_json::json!([1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["1146"]), "{did}");
+    let select = "SELECT name FROM users WHERE id = ?";
+    let insert = "INSERT INTO users (id, name) VALUES (?, ?)";
+    let want = [
+        sql("SELECT users", select).rows(1),
+        sql("SELECT users", select),
+        sql("SELECT users", select).rows(1),
+        sql("INSERT users", insert),
+        sql("INSERT users", insert),
+        sql("SELECT missing_table", "SELECT * FROM missing_table").error("1146"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("mariadb", my.port),
+        CLIENT,
+        "go-sql-driver/mysql",
+    );
+    for i in [1, 3] {
+        assert_eq!(
+            attr(&db[i], "db.response.returned_rows"),
+            None,
+            "span {i}, a preparation, has no rows:\n{}",
+            describe(&db)
+        );
+    }
+    assert_never_exported(&text, &[&pw, "my-canary-go-insert", "my-canary-row"]);
 }
 
 /// redis-py: AUTH, SET/GET, a pipeline (one span per command, in order), a `WRONGTYPE`
