@@ -3,9 +3,10 @@ PyMySQL and redis-py, each running a fixed script of operations against a server
 started, plus the untraced setup of each server (users, databases, tables) and a load client
 for tests/peers/db_service.py.
 
-Usage: db_clients.py COMMAND --port PORT [options]; each command prints one JSON line of what
-it did (the client's local port, rows read, errors raised) so the test can check the spans
-against it.
+Usage: DB_PASSWORD=... [DB_SU_PASSWORD=...] db_clients.py COMMAND --port PORT [options]; each
+command prints one JSON line of what it did (the client's local port, rows read, errors raised)
+so the test can check the spans against it. Passwords come from the environment, never from
+argv: sonde exports process.command_line.
 """
 import argparse
 import json
@@ -36,10 +37,12 @@ def retry(what, connect, seconds=20.0):
 # --- PostgreSQL (psycopg 3) -------------------------------------------------------------------
 
 
-def db_password(a):
-    """The password from the environment (DB_PASSWORD), never from argv: sonde exports
-    process.command_line."""
-    return os.environ.get("DB_PASSWORD") or a.password
+def db_password(a, var="DB_PASSWORD"):
+    """A password from the environment, never from argv: sonde exports process.command_line."""
+    pw = os.environ.get(var)
+    if not pw:
+        raise SystemExit(f"{a.command}: {var} is not set")
+    return pw
 
 
 def pg_connect(a, user, password, dbname):
@@ -69,12 +72,12 @@ def pg_local_port(conn):
 def pg_setup(a):
     """As the superuser: user `app` with a password set by ALTER USER, database `shop` with a
     table `users`, and `--tables` more tables of three rows each."""
-    su = retry("postgres login", lambda: pg_connect(a, "postgres", a.su_password, "postgres"))
+    su = retry("postgres login", lambda: pg_connect(a, "postgres", db_password(a, "DB_SU_PASSWORD"), "postgres"))
     su.execute("CREATE USER app")
-    su.execute("ALTER USER app PASSWORD '%s'" % a.password)
+    su.execute("ALTER USER app PASSWORD '%s'" % db_password(a))
     su.execute("CREATE DATABASE shop OWNER app")
     su.close()
-    c = pg_connect(a, "app", a.password, "shop")
+    c = pg_connect(a, "app", db_password(a), "shop")
     c.execute("CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL)")
     c.execute("INSERT INTO users VALUES (1, 'ann'), (2, 'bob'), (3, 'pg-canary-row')")
     for t in a.tables.split(",") if a.tables else []:
@@ -88,7 +91,7 @@ def pg_client(a):
     """The scenario of `postgres_psycopg_spans`, in order; see the test for the spans."""
     import psycopg
 
-    c = pg_connect(a, "app", a.password, "shop")
+    c = pg_connect(a, "app", db_password(a), "shop")
     port = pg_local_port(c)
     cur = c.cursor()
     rows = []
@@ -124,7 +127,7 @@ def pg_client(a):
 
 def pg_one(a):
     """Two operations on `--table`, for the server-side tests."""
-    c = pg_connect(a, "app", a.password, "shop")
+    c = pg_connect(a, "app", db_password(a), "shop")
     port = pg_local_port(c)
     n = len(c.execute(f"SELECT name FROM {a.table} WHERE id = %s", (1,)).fetchall())
     c.execute(f"UPDATE {a.table} SET name = 'pg-canary-srv' WHERE id = 2")
@@ -210,7 +213,7 @@ def my_setup(a):
     root = retry("mariadb login", lambda: my_connect(a, "root", ""))
     cur = root.cursor()
     cur.execute("CREATE DATABASE shop")
-    cur.execute("CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY %s", (a.password,))
+    cur.execute("CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY %s", (db_password(a),))
     cur.execute("GRANT ALL ON shop.* TO 'app'@'127.0.0.1'")
     cur.execute("CREATE DATABASE audit")
     cur.execute("GRANT ALL ON audit.* TO 'app'@'127.0.0.1'")
@@ -226,7 +229,7 @@ def my_client(a):
     """The scenario of `mariadb_pymysql_spans`, in order."""
     import pymysql
 
-    c = my_connect(a, "app", a.password, "shop")
+    c = my_connect(a, "app", db_password(a), "shop")
     port = c._sock.getsockname()[1]
     cur = c.cursor()
     rows = []
@@ -266,7 +269,7 @@ def redis_client_for(a, protocol, db=0):
     return redis.Redis(
         host="127.0.0.1",
         port=a.port,
-        password=a.password or None,
+        password=os.environ.get("DB_PASSWORD") or None,
         db=db,
         protocol=protocol,
         # No CLIENT SETINFO (Redis 7.0 answers it with an error the client ignores).
@@ -341,8 +344,6 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("command")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--password", default="")
-    p.add_argument("--su-password", default="")
     p.add_argument("--tables", default="")
     p.add_argument("--table", default="users")
     p.add_argument("--n", type=int, default=0)

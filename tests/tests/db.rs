@@ -290,11 +290,17 @@ fn start_postgres_with(cg: Option<&TestCgroup>, su_password: &str, tls: bool) ->
 /// `tables` (three rows each), as the superuser; untraced.
 fn pg_setup(pg: &Server, su_pw: &str, app_pw: &str, tables: &[String]) {
     let tables = tables.join(",");
-    let mut args = vec!["--su-password", su_pw, "--password", app_pw];
+    let mut args = vec![];
     if !tables.is_empty() {
         args.extend(["--tables", &tables]);
     }
-    client(None, "pg-setup", pg.port, &args);
+    client_env(
+        None,
+        "pg-setup",
+        pg.port,
+        &args,
+        &[("DB_SU_PASSWORD", su_pw), ("DB_PASSWORD", app_pw)],
+    );
 }
 
 fn start_mariadb() -> Server {
@@ -843,7 +849,13 @@ fn postgres_psycopg_spans() {
         pg_setup(&pg, &su_pw, &app_pw, &[]);
         pg
     });
-    let did = client(Some(&cg), "pg-client", pg.port, &["--password", &app_pw]);
+    let did = client_env(
+        Some(&cg),
+        "pg-client",
+        pg.port,
+        &[],
+        &[("DB_PASSWORD", &app_pw)],
+    );
     assert_eq!(did["rows"], serde_json::json!([1, 0, 1, 1]), "{did}");
     assert_eq!(
         did["errors"],
@@ -1042,10 +1054,16 @@ fn mariadb_pymysql_spans() {
     let pw = unique("my-app-secret");
     let (sonde, my) = with_sonde(&cg, || {
         let my = start_mariadb();
-        client(None, "my-setup", my.port, &["--password", &pw]);
+        client_env(None, "my-setup", my.port, &[], &[("DB_PASSWORD", &pw)]);
         my
     });
-    let did = client(Some(&cg), "my-client", my.port, &["--password", &pw]);
+    let did = client_env(
+        Some(&cg),
+        "my-client",
+        my.port,
+        &[],
+        &[("DB_PASSWORD", &pw)],
+    );
     assert_eq!(did["rows"], serde_json::json!([1, 0, 3, 1]), "{did}");
     assert_eq!(did["errors"], serde_json::json!([1146]), "{did}");
     let want = [
@@ -1221,7 +1239,7 @@ fn mariadb_mysql2_spans() {
     let pw = unique("my-app-secret");
     let (sonde, my) = with_sonde(&cg, || {
         let my = start_mariadb();
-        client(None, "my-setup", my.port, &["--password", &pw]);
+        client_env(None, "my-setup", my.port, &[], &[("DB_PASSWORD", &pw)]);
         my
     });
     let did = node_client(&cg, "mysql", my.port, &pw);
@@ -1316,7 +1334,7 @@ fn mariadb_go_mysql_spans() {
     let (sonde, my) = with_sonde(&cg, || {
         go_db_binary();
         let my = start_mariadb();
-        client(None, "my-setup", my.port, &["--password", &pw]);
+        client_env(None, "my-setup", my.port, &[], &[("DB_PASSWORD", &pw)]);
         my
     });
     let did = go_client(&cg, "mysql", my.port, &pw);
@@ -1361,7 +1379,13 @@ fn redis_spans() {
     let cg = TestCgroup::new("db-redis");
     let pw = unique("redis-secret");
     let (sonde, redis) = with_sonde(&cg, || start_redis(&pw));
-    let did = client(Some(&cg), "redis-client", redis.port, &["--password", &pw]);
+    let did = client_env(
+        Some(&cg),
+        "redis-client",
+        redis.port,
+        &[],
+        &[("DB_PASSWORD", &pw)],
+    );
     assert_eq!(did["errors"], serde_json::json!(["WRONGTYPE"]), "{did}");
     let want = [
         cmd("AUTH", "AUTH ?", "0"),
@@ -1422,8 +1446,9 @@ fn http_request_and_its_queries_are_one_trace() {
     let mut svc = cg.command(&peers_python());
     svc.arg(peers_dir().join("db_service.py"))
         .arg(port.to_string())
-        .args(["--pg-port", &pg.port.to_string(), "--pg-password", &app_pw])
+        .args(["--pg-port", &pg.port.to_string()])
         .args(["--redis-port", &redis.port.to_string()])
+        .env("DB_PASSWORD", &app_pw)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let child = cg.spawn(svc);
@@ -1522,17 +1547,19 @@ fn postgres_server_side_spans_are_never_doubled() {
         &["srv_only".into(), "both_sides".into()],
     );
     let sonde = Sonde::start(&cg);
-    let outside = client(
+    let outside = client_env(
         None,
         "pg-one",
         pg.port,
-        &["--password", &app_pw, "--table", "srv_only"],
+        &["--table", "srv_only"],
+        &[("DB_PASSWORD", &app_pw)],
     );
-    let inside = client(
+    let inside = client_env(
         Some(&cg),
         "pg-one",
         pg.port,
-        &["--password", &app_pw, "--table", "both_sides"],
+        &["--table", "both_sides"],
+        &[("DB_PASSWORD", &app_pw)],
     );
     let (spans, text) = sonde.finish(|s| db_spans(s).len() >= 4);
     let db = db_spans(&spans);
