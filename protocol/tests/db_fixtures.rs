@@ -184,12 +184,12 @@ fn mysql_prepared_connector() {
             "COM_QUERY \"SET NAMES 'utf8mb4' COLLATE 'utf8mb4_general_ci'\" id=- db=sonde rows=0 affected=0 results=1 req 234-286 resp 115-125",
             "COM_QUERY \"SET @@session.autocommit = OFF\" id=- db=sonde rows=0 affected=0 results=1 req 287-321 resp 126-136",
             "COM_PING \"-\" id=- db=sonde rows=0 affected=0 results=1 req 322-326 resp 137-147",
-            "COM_STMT_PREPARE \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=0 affected=- results=1 req 327-366 resp 148-257",
+            "COM_STMT_PREPARE \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=0 affected=- results=0 req 327-366 resp 148-257",
             "COM_STMT_RESET \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=0 affected=0 results=1 req 367-375 resp 258-268",
             "COM_STMT_EXECUTE \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=1 affected=- results=1 req 376-394 resp 269-350",
             "COM_STMT_RESET \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=0 affected=0 results=1 req 395-403 resp 351-361",
             "COM_STMT_EXECUTE \"SELECT name FROM users WHERE id = ?\" id=1 db=sonde rows=1 affected=- results=1 req 404-422 resp 362-441",
-            "COM_STMT_PREPARE \"UPDATE users SET name = ? WHERE id = ?\" id=2 db=sonde rows=0 affected=- results=1 req 432-474 resp 442-520",
+            "COM_STMT_PREPARE \"UPDATE users SET name = ? WHERE id = ?\" id=2 db=sonde rows=0 affected=- results=0 req 432-474 resp 442-520",
             "COM_STMT_RESET \"UPDATE users SET name = ? WHERE id = ?\" id=2 db=sonde rows=0 affected=0 results=1 req 475-483 resp 521-531",
             "COM_STMT_EXECUTE \"UPDATE users SET name = ? WHERE id = ?\" id=2 db=sonde rows=0 affected=1 results=1 req 484-506 resp 532-583",
             "COM_PING \"-\" id=- db=sonde rows=0 affected=0 results=1 req 516-520 resp 584-594",
@@ -216,13 +216,18 @@ fn pg_asyncpg() {
         &[
             "STARTUP 3.0 user=postgres db=sonde app=- req 0-61 resp 0-409 err=-",
             "OP query \"CREATE TEMP TABLE a (id int, v text)\" stmt=- cmd=CREATE TABLE rows=- drows=0 n=1 req 62-103 resp 410-433 ok",
-            "OP execute \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=INSERT rows=1 drows=0 n=1 req 104-249 resp 434-479 ok",
+            // Parse/Describe/Flush: a preparation of its own, then the statement by name.
+            "OP prepare \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=- rows=- drows=0 n=0 req 104-189 resp 434-458 ok",
+            "OP execute \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=INSERT rows=1 drows=0 n=1 req 190-249 resp 459-479 ok",
             "OP execute \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=INSERT rows=1 drows=0 n=1 req 250-309 resp 480-500 ok",
             "OP execute \"INSERT INTO a VALUES ($1, $2)\" stmt=__asyncpg_stmt_1__ cmd=INSERT rows=1 drows=0 n=1 req 310-369 resp 501-521 ok",
-            "OP execute \"SELECT * FROM a WHERE id > $1\" stmt=__asyncpg_stmt_2__ cmd=SELECT rows=2 drows=2 n=1 req 375-513 resp 528-650 ok",
-            "OP execute \"SELECT count(*) FROM a\" stmt=__asyncpg_stmt_3__ cmd=- rows=- drows=1 n=0 req 519-642 resp 657-728 ok suspended",
+            "OP prepare \"SELECT * FROM a WHERE id > $1\" stmt=__asyncpg_stmt_2__ cmd=- rows=- drows=0 n=0 req 375-460 resp 528-591 ok",
+            "OP execute \"SELECT * FROM a WHERE id > $1\" stmt=__asyncpg_stmt_2__ cmd=SELECT rows=2 drows=2 n=1 req 461-513 resp 592-650 ok",
+            "OP prepare \"SELECT count(*) FROM a\" stmt=__asyncpg_stmt_3__ cmd=- rows=- drows=0 n=0 req 519-597 resp 657-699 ok",
+            "OP execute \"SELECT count(*) FROM a\" stmt=__asyncpg_stmt_3__ cmd=- rows=- drows=1 n=0 req 598-642 resp 700-728 ok suspended",
             "OP execute \"SELECT * FROM a WHERE id > $1\" stmt=__asyncpg_stmt_2__ cmd=SELECT rows=1 drows=1 n=1 req 648-700 resp 735-773 ok",
-            "OP prepare \"SELECT * FROM nope\" stmt=__asyncpg_stmt_4__ cmd=- rows=- drows=0 n=0 req 706-785 resp 780-883 error(ERROR 42P01 relation \"nope\" does not exist)",
+            // The Sync sent after the error is not part of the preparation's request.
+            "OP prepare \"SELECT * FROM nope\" stmt=__asyncpg_stmt_4__ cmd=- rows=- drows=0 n=0 req 706-780 resp 780-883 error(ERROR 42P01 relation \"nope\" does not exist)",
         ],
     );
 }

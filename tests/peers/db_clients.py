@@ -3,12 +3,14 @@ PyMySQL and redis-py, each running a fixed script of operations against a server
 started, plus the untraced setup of each server (users, databases, tables) and a load client
 for tests/peers/db_service.py.
 
-Usage: db_clients.py COMMAND --port PORT [options]; each command prints one JSON line of what
-it did (the client's local port, rows read, errors raised) so the test can check the spans
-against it.
+Usage: DB_PASSWORD=... [DB_SU_PASSWORD=...] db_clients.py COMMAND --port PORT [options]; each
+command prints one JSON line of what it did (the client's local port, rows read, errors raised)
+so the test can check the spans against it. Passwords come from the environment, never from
+argv: sonde exports process.command_line.
 """
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -33,6 +35,14 @@ def retry(what, connect, seconds=20.0):
 
 
 # --- PostgreSQL (psycopg 3) -------------------------------------------------------------------
+
+
+def db_password(a, var="DB_PASSWORD"):
+    """A password from the environment, never from argv: sonde exports process.command_line."""
+    pw = os.environ.get(var)
+    if not pw:
+        raise SystemExit(f"{a.command}: {var} is not set")
+    return pw
 
 
 def pg_connect(a, user, password, dbname):
@@ -62,12 +72,12 @@ def pg_local_port(conn):
 def pg_setup(a):
     """As the superuser: user `app` with a password set by ALTER USER, database `shop` with a
     table `users`, and `--tables` more tables of three rows each."""
-    su = retry("postgres login", lambda: pg_connect(a, "postgres", a.su_password, "postgres"))
+    su = retry("postgres login", lambda: pg_connect(a, "postgres", db_password(a, "DB_SU_PASSWORD"), "postgres"))
     su.execute("CREATE USER app")
-    su.execute("ALTER USER app PASSWORD '%s'" % a.password)
+    su.execute("ALTER USER app PASSWORD '%s'" % db_password(a))
     su.execute("CREATE DATABASE shop OWNER app")
     su.close()
-    c = pg_connect(a, "app", a.password, "shop")
+    c = pg_connect(a, "app", db_password(a), "shop")
     c.execute("CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL)")
     c.execute("INSERT INTO users VALUES (1, 'ann'), (2, 'bob'), (3, 'pg-canary-row')")
     for t in a.tables.split(",") if a.tables else []:
@@ -81,7 +91,7 @@ def pg_client(a):
     """The scenario of `postgres_psycopg_spans`, in order; see the test for the spans."""
     import psycopg
 
-    c = pg_connect(a, "app", a.password, "shop")
+    c = pg_connect(a, "app", db_password(a), "shop")
     port = pg_local_port(c)
     cur = c.cursor()
     rows = []
@@ -117,12 +127,70 @@ def pg_client(a):
 
 def pg_one(a):
     """Two operations on `--table`, for the server-side tests."""
-    c = pg_connect(a, "app", a.password, "shop")
+    c = pg_connect(a, "app", db_password(a), "shop")
     port = pg_local_port(c)
     n = len(c.execute(f"SELECT name FROM {a.table} WHERE id = %s", (1,)).fetchall())
     c.execute(f"UPDATE {a.table} SET name = 'pg-canary-srv' WHERE id = 2")
     c.close()
     out(local_port=port, rows=n)
+
+
+def pg_tls(a):
+    """The scenario of `postgres_psycopg_tls_spans`: psycopg over TLS, with the libpq that
+    PSYCOPG_IMPL selects (the test asks for "python": Debian's libpq and OpenSSL)."""
+    import psycopg
+
+    c = psycopg.connect(host="127.0.0.1", port=a.port, user="app", password=db_password(a),
+                        dbname="shop", autocommit=True, sslmode="require")
+    port = pg_local_port(c)
+    ssl = bool(c.pgconn.ssl_in_use)
+    cur = c.cursor()
+    rows = []
+    cur.execute("SELECT name FROM users WHERE id = 1")
+    rows.append(len(cur.fetchall()))
+    cur.execute("SELECT id, name FROM users WHERE name = %s", ("pg-canary-tls-param",))
+    rows.append(len(cur.fetchall()))
+    cur.execute("INSERT INTO users (id, name) VALUES (%s, %s)", (40, "pg-canary-tls-insert"))
+    errors = []
+    try:
+        cur.execute("SELECT * FROM missing_table WHERE id = %s", (5,))
+    except psycopg.errors.UndefinedTable as e:
+        errors.append(e.sqlstate)
+    c.close()
+    out(local_port=port, rows=rows, errors=errors, ssl=ssl, impl=psycopg.pq.__impl__)
+
+
+def pg_asyncpg(a):
+    """The scenario of `postgres_asyncpg_spans`, in order: asyncpg prepares every statement
+    with Parse/Describe/Flush, then executes it by name (Bind/Execute/Sync)."""
+    import asyncio
+
+    import asyncpg
+
+    async def main():
+        c = await asyncpg.connect(host="127.0.0.1", port=a.port, user="app",
+                                  password=db_password(a), database="shop", ssl=False)
+        port = c._transport.get_extra_info("sockname")[1]
+        rows = []
+        # Prepared (Parse/Describe/Flush), then executed.
+        rows.append(len(await c.fetch("SELECT name FROM users WHERE id = $1", 1)))
+        # Prepared once, then two Bind/Execute pipelined before one Sync.
+        await c.executemany("INSERT INTO users (id, name) VALUES ($1, $2)",
+                            [(20, "pg-canary-many1"), (21, "pg-canary-many2")])
+        # From asyncpg's statement cache: no new Parse.
+        rows.append(len(await c.fetch("SELECT name FROM users WHERE id = $1", 20)))
+        errors = []
+        try:
+            await c.fetch("SELECT * FROM missing_table")
+        except asyncpg.UndefinedTableError as e:
+            errors.append(e.sqlstate)
+        # No arguments: the simple query protocol, the literals in the text.
+        await c.execute("UPDATE users SET name = 'pg-canary-simple' WHERE id = 21")
+        await c.close()
+        return port, rows, errors
+
+    port, rows, errors = asyncio.run(main())
+    out(local_port=port, rows=rows, errors=errors)
 
 
 # --- MariaDB (PyMySQL) ------------------------------------------------------------------------
@@ -145,7 +213,7 @@ def my_setup(a):
     root = retry("mariadb login", lambda: my_connect(a, "root", ""))
     cur = root.cursor()
     cur.execute("CREATE DATABASE shop")
-    cur.execute("CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY %s", (a.password,))
+    cur.execute("CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY %s", (db_password(a),))
     cur.execute("GRANT ALL ON shop.* TO 'app'@'127.0.0.1'")
     cur.execute("CREATE DATABASE audit")
     cur.execute("GRANT ALL ON audit.* TO 'app'@'127.0.0.1'")
@@ -161,7 +229,7 @@ def my_client(a):
     """The scenario of `mariadb_pymysql_spans`, in order."""
     import pymysql
 
-    c = my_connect(a, "app", a.password, "shop")
+    c = my_connect(a, "app", db_password(a), "shop")
     port = c._sock.getsockname()[1]
     cur = c.cursor()
     rows = []
@@ -201,7 +269,7 @@ def redis_client_for(a, protocol, db=0):
     return redis.Redis(
         host="127.0.0.1",
         port=a.port,
-        password=a.password or None,
+        password=os.environ.get("DB_PASSWORD") or None,
         db=db,
         protocol=protocol,
         # No CLIENT SETINFO (Redis 7.0 answers it with an error the client ignores).
@@ -276,8 +344,6 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("command")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--password", default="")
-    p.add_argument("--su-password", default="")
     p.add_argument("--tables", default="")
     p.add_argument("--table", default="users")
     p.add_argument("--n", type=int, default=0)
@@ -287,6 +353,8 @@ def main():
         "pg-setup": pg_setup,
         "pg-client": pg_client,
         "pg-one": pg_one,
+        "pg-asyncpg": pg_asyncpg,
+        "pg-tls": pg_tls,
         "my-setup": my_setup,
         "my-client": my_client,
         "redis-client": redis_client,

@@ -8,10 +8,12 @@ GET /item/<i> runs, on the request's own thread:
   sends SELECT <i + 1> when it connects),
 and answers 200 with what it read as JSON.
 
-Usage: db_service.py PORT --pg-port P --pg-password PW --redis-port R
+Usage: DB_PASSWORD=PW db_service.py PORT --pg-port P --redis-port R (the password from the
+environment, never argv: sonde exports process.command_line)
 """
 import argparse
 import json
+import os
 import threading
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,14 +71,13 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("port", type=int)
     p.add_argument("--pg-port", type=int, required=True)
-    p.add_argument("--pg-password", required=True)
     p.add_argument("--redis-port", type=int, required=True)
     ARGS = p.parse_args()
     PG = psycopg.connect(
         host="127.0.0.1",
         port=ARGS.pg_port,
         user="app",
-        password=ARGS.pg_password,
+        password=os.environ["DB_PASSWORD"],
         dbname="shop",
         autocommit=True,
         sslmode="disable",

@@ -1,7 +1,9 @@
 //! Privileged end-to-end tests of database spans: Debian's PostgreSQL, MariaDB and Redis
 //! servers started on free ports of 127.0.0.1 with their data in temp dirs, real clients
-//! (psycopg 3 over libpq, PyMySQL, redis-py; `tests/peers/db_clients.py`), and `sonde run
-//! --output jsonl` writing what it made of their conversations.
+//! (psycopg 3 over libpq, asyncpg, PyMySQL, redis-py: `tests/peers/db_clients.py`; Node's
+//! `pg` and `mysql2`: `tests/peers/db_node.js`; Go's lib/pq and go-sql-driver/mysql:
+//! `tests/peers/db_go`), and `sonde run --output jsonl` writing what it made of their
+//! conversations.
 //!
 //! The servers run outside the traced cgroup (only the clients are traced) except in the
 //! server-side test. Each test starts its servers once; every scenario is a fixed list of
@@ -14,13 +16,17 @@ use std::{
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use sonde_tests::{
-    Lines, TestCgroup, free_port, peers_dir, peers_python, sonde_run, spawn_tracing, wait_for_port,
+    Lines, TestCgroup, free_port, node_modules, peers_dir, peers_python, sonde_run, spawn_tracing,
+    wait_for_port,
 };
 
 const SERVER: i64 = 2;
@@ -174,6 +180,12 @@ impl Drop for Server {
 /// scram-sha-256 --pwfile` for the superuser, then [`pg_setup`] adds the user `app`. In `cg`
 /// (traced) or outside it.
 fn start_postgres(cg: Option<&TestCgroup>, su_password: &str) -> Server {
+    start_postgres_with(cg, su_password, false)
+}
+
+/// [`start_postgres`], with `ssl = on` when `tls` (a self-signed certificate for 127.0.0.1
+/// made in its directory; clients may still log in without TLS).
+fn start_postgres_with(cg: Option<&TestCgroup>, su_password: &str, tls: bool) -> Server {
     let initdb = pg_bin("initdb");
     let postgres = pg_bin("postgres");
     let (uid, gid) = postgres_user();
@@ -207,6 +219,40 @@ fn start_postgres(cg: Option<&TestCgroup>, su_password: &str) -> Server {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let mut ssl = Vec::new();
+    if tls {
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (Debian package openssl) makes the server's certificate");
+        assert!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for p in [&cert, &key] {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+        }
+        // PostgreSQL refuses a key that others can read.
+        fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        ssl = vec![
+            "-c".to_owned(),
+            "ssl=on".to_owned(),
+            "-c".to_owned(),
+            format!("ssl_cert_file={}", cert.display()),
+            "-c".to_owned(),
+            format!("ssl_key_file={}", key.display()),
+        ];
+    }
     let port = free_port();
     // setpriv execs postgres as the `postgres` user from a process that is still root when it
     // joins the cgroup (Command::uid would drop root before pre_exec writes cgroup.procs).
@@ -233,7 +279,8 @@ fn start_postgres(cg: Option<&TestCgroup>, su_password: &str) -> Server {
         "shared_buffers=16MB",
         "-c",
         "max_connections=20",
-    ]);
+    ])
+    .args(&ssl);
     // SIGQUIT: immediate shutdown, the backends go with the postmaster.
     Server::spawn(cmd, port, dir, libc::SIGQUIT, "postgres")
 }
@@ -243,11 +290,17 @@ fn start_postgres(cg: Option<&TestCgroup>, su_password: &str) -> Server {
 /// `tables` (three rows each), as the superuser; untraced.
 fn pg_setup(pg: &Server, su_pw: &str, app_pw: &str, tables: &[String]) {
     let tables = tables.join(",");
-    let mut args = vec!["--su-password", su_pw, "--password", app_pw];
+    let mut args = vec![];
     if !tables.is_empty() {
         args.extend(["--tables", &tables]);
     }
-    client(None, "pg-setup", pg.port, &args);
+    client_env(
+        None,
+        "pg-setup",
+        pg.port,
+        &args,
+        &[("DB_SU_PASSWORD", su_pw), ("DB_PASSWORD", app_pw)],
+    );
 }
 
 fn start_mariadb() -> Server {
@@ -329,6 +382,18 @@ fn start_redis(password: &str) -> Server {
 /// Runs `db_clients.py COMMAND --port PORT args...` (in `cg`, traced, or outside it) and
 /// returns the JSON line it prints.
 fn client(cg: Option<&TestCgroup>, command: &str, port: u16, args: &[&str]) -> Value {
+    client_env(cg, command, port, args, &[])
+}
+
+/// [`client`] with environment variables: the password travels in `DB_PASSWORD`, never in
+/// argv (sonde exports `process.command_line`).
+fn client_env(
+    cg: Option<&TestCgroup>,
+    command: &str,
+    port: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Value {
     let py = peers_python();
     let mut cmd = match cg {
         Some(cg) => cg.command(&py),
@@ -337,6 +402,7 @@ fn client(cg: Option<&TestCgroup>, command: &str, port: u16, args: &[&str]) -> V
     cmd.arg(peers_dir().join("db_clients.py"))
         .args([command, "--port", &port.to_string()])
         .args(args)
+        .envs(env.iter().copied())
         .stderr(Stdio::inherit());
     let out = cmd.output().expect("run db_clients.py");
     assert!(
@@ -348,6 +414,93 @@ fn client(cg: Option<&TestCgroup>, command: &str, port: u16, args: &[&str]) -> V
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("db_clients.py {command} said {text:?}: {e}"))
+}
+
+/// Runs `db_node.js COMMAND PORT` (node-postgres or mysql2) in `cg` with the password in
+/// `DB_PASSWORD`, and returns the JSON line it prints.
+fn node_client(cg: &TestCgroup, command: &str, port: u16, password: &str) -> Value {
+    let out = cg
+        .command("node")
+        .arg(peers_dir().join("db_node.js"))
+        .args([command, &port.to_string()])
+        .env("NODE_PATH", node_modules())
+        .env("DB_PASSWORD", password)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run node db_node.js");
+    assert!(
+        out.status.success(),
+        "db_node.js {command} failed: {} (its error is above; a missing module means \
+         `cargo xtask setup` has not installed tests/peers/node/package.json)",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("db_node.js {command} said {text:?}: {e}"))
+}
+
+/// `tests/peers/db_go/main.go` (database/sql with lib/pq and go-sql-driver/mysql), built once
+/// per test binary, offline, with Debian's Go 1.19 and Debian's packages of the drivers
+/// (`GO111MODULE=off`, `GOPATH=/usr/share/gocode`).
+fn go_db_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let go = find_bin(
+            &["/usr/lib/go-1.19/bin/go".into(), "go".into()],
+            "golang-go",
+        );
+        for pkg in ["lib/pq", "go-sql-driver/mysql"] {
+            let dir = Path::new("/usr/share/gocode/src/github.com").join(pkg);
+            assert!(
+                dir.is_dir(),
+                "{} missing: install Debian's golang-github-lib-pq-dev and \
+                 golang-github-go-sql-driver-mysql-dev (`cargo xtask setup` does)",
+                dir.display()
+            );
+        }
+        let venv = Path::new(&peers_python()).parent().unwrap().to_path_buf();
+        let target = venv.join("../../go");
+        fs::create_dir_all(&target).unwrap();
+        let bin = target.join(format!("db_go-{}", std::process::id()));
+        let out = Command::new(&go)
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(peers_dir().join("db_go/main.go"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GOCACHE", target.join("cache-db"))
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local")
+            .output()
+            .expect("go build");
+        assert!(
+            out.status.success(),
+            "go build db_go/main.go failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bin
+    })
+}
+
+/// Runs the Go client (`pq` or `mysql`) in `cg` with the password in `DB_PASSWORD`, and
+/// returns the JSON line it prints.
+fn go_client(cg: &TestCgroup, command: &str, port: u16, password: &str) -> Value {
+    let bin = go_db_binary();
+    let out = cg
+        .command(bin.to_str().unwrap())
+        .args([command, &port.to_string()])
+        .env("DB_PASSWORD", password)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run db_go");
+    assert!(
+        out.status.success(),
+        "db_go {command} failed: {} (its error is above)",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("db_go {command} said {text:?}: {e}"))
 }
 
 // --- sonde and its spans ------------------------------------------------------------------
@@ -696,7 +849,13 @@ fn postgres_psycopg_spans() {
         pg_setup(&pg, &su_pw, &app_pw, &[]);
         pg
     });
-    let did = client(Some(&cg), "pg-client", pg.port, &["--password", &app_pw]);
+    let did = client_env(
+        Some(&cg),
+        "pg-client",
+        pg.port,
+        &[],
+        &[("DB_PASSWORD", &app_pw)],
+    );
     assert_eq!(did["rows"], serde_json::json!([1, 0, 1, 1]), "{did}");
     assert_eq!(
         did["errors"],
@@ -755,6 +914,137 @@ fn postgres_psycopg_spans() {
     );
 }
 
+/// asyncpg (its own protocol code, not libpq): every statement prepared with
+/// Parse/Describe/Flush, without a Sync (the preparation is a span of its own, without rows),
+/// then executed by name; `executemany` pipelines two Bind/Execute before one Sync; a statement
+/// from asyncpg's cache runs without a new Parse; a failing preparation; a simple query. The
+/// password (from the environment) and the literals are never exported.
+#[test]
+fn postgres_asyncpg_spans() {
+    let cg = TestCgroup::new("db-asyncpg");
+    let su_pw = unique("pg-su-secret");
+    let app_pw = unique("pg-app-secret");
+    let (sonde, pg) = with_sonde(&cg, || {
+        let pg = start_postgres(None, &su_pw);
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
+        pg
+    });
+    let did = client_env(
+        Some(&cg),
+        "pg-asyncpg",
+        pg.port,
+        &[],
+        &[("DB_PASSWORD", &app_pw)],
+    );
+    assert_eq!(did["rows"], serde_json::json!([1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["42P01"]), "{did}");
+    let select = "SELECT name FROM users WHERE id = $1";
+    let insert = "INSERT INTO users (id, name) VALUES ($1, $2)";
+    let want = [
+        // Parse/Describe/Flush, then Bind/Execute/Sync.
+        sql("SELECT users", select),
+        sql("SELECT users", select).rows(1),
+        // executemany: one preparation, two executions.
+        sql("INSERT users", insert),
+        sql("INSERT users", insert),
+        sql("INSERT users", insert),
+        // The cached statement.
+        sql("SELECT users", select).rows(1),
+        sql("SELECT missing_table", "SELECT * FROM missing_table").error("42P01"),
+        sql("UPDATE users", "UPDATE users SET name = ? WHERE id = ?"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "asyncpg",
+    );
+    for i in [0, 2] {
+        assert_eq!(
+            attr(&db[i], "db.response.returned_rows"),
+            None,
+            "span {i}, a preparation, has no rows:\n{}",
+            describe(&db)
+        );
+    }
+    assert_never_exported(
+        &text,
+        &[
+            &su_pw,
+            &app_pw,
+            "pg-canary-many1",
+            "pg-canary-many2",
+            "pg-canary-simple",
+            "pg-canary-row",
+        ],
+    );
+}
+
+/// psycopg over TLS (`sslmode=require`): the SSLRequest is seen in the socket's bytes, the
+/// session itself through the OpenSSL probes. psycopg's binary wheel bundles a libssl of its
+/// own that sonde does not hook, so this client is the pure-Python psycopg over Debian's
+/// libpq (`PSYCOPG_IMPL=python`), which uses the system OpenSSL. The same spans as without
+/// TLS, and no password or literal exported.
+#[test]
+fn postgres_psycopg_tls_spans() {
+    let cg = TestCgroup::new("db-pg-tls");
+    let su_pw = unique("pg-su-secret");
+    let app_pw = unique("pg-app-secret");
+    let (sonde, pg) = with_sonde(&cg, || {
+        let pg = start_postgres_with(None, &su_pw, true);
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
+        pg
+    });
+    let did = client_env(
+        Some(&cg),
+        "pg-tls",
+        pg.port,
+        &[],
+        &[("DB_PASSWORD", &app_pw), ("PSYCOPG_IMPL", "python")],
+    );
+    assert_eq!(did["impl"], "python", "{did}");
+    assert_eq!(did["ssl"], true, "{did}");
+    assert_eq!(did["rows"], serde_json::json!([1, 0]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["42P01"]), "{did}");
+    let want = [
+        sql("SELECT users", "SELECT name FROM users WHERE id = ?").rows(1),
+        sql("SELECT users", "SELECT id, name FROM users WHERE name = $1").rows(0),
+        sql(
+            "INSERT users",
+            "INSERT INTO users (id, name) VALUES ($1, $2)",
+        ),
+        sql(
+            "SELECT missing_table",
+            "SELECT * FROM missing_table WHERE id = $1",
+        )
+        .error("42P01"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "psycopg over TLS",
+    );
+    assert_never_exported(
+        &text,
+        &[
+            &su_pw,
+            &app_pw,
+            "pg-canary-tls-param",
+            "pg-canary-tls-insert",
+            "pg-canary-row",
+        ],
+    );
+}
+
 /// PyMySQL against MariaDB: `db.system.name` `mariadb`, `db.namespace` from the handshake and
 /// then from `COM_INIT_DB`, client-side bound parameters sanitised, an `ERR` packet (1146),
 /// `COM_PING`; the password (`mysql_native_password`) never exported.
@@ -764,10 +1054,16 @@ fn mariadb_pymysql_spans() {
     let pw = unique("my-app-secret");
     let (sonde, my) = with_sonde(&cg, || {
         let my = start_mariadb();
-        client(None, "my-setup", my.port, &["--password", &pw]);
+        client_env(None, "my-setup", my.port, &[], &[("DB_PASSWORD", &pw)]);
         my
     });
-    let did = client(Some(&cg), "my-client", my.port, &["--password", &pw]);
+    let did = client_env(
+        Some(&cg),
+        "my-client",
+        my.port,
+        &[],
+        &[("DB_PASSWORD", &pw)],
+    );
     assert_eq!(did["rows"], serde_json::json!([1, 0, 3, 1]), "{did}");
     assert_eq!(did["errors"], serde_json::json!([1146]), "{did}");
     let want = [
@@ -879,6 +1175,202 @@ fn mariadb_pymysql_spans() {
     );
 }
 
+/// node-postgres (`pg`, its own protocol code): a simple query, the unnamed statement
+/// (Parse/Bind/Describe/Execute/Sync in one write), a named statement parsed with its first
+/// execution and then executed by name, an insert, an error. Password from the environment.
+#[test]
+fn postgres_node_pg_spans() {
+    let cg = TestCgroup::new("db-node-pg");
+    let su_pw = unique("pg-su-secret");
+    let app_pw = unique("pg-app-secret");
+    let (sonde, pg) = with_sonde(&cg, || {
+        let pg = start_postgres(None, &su_pw);
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
+        pg
+    });
+    let did = node_client(&cg, "pg", pg.port, &app_pw);
+    assert_eq!(did["rows"], serde_json::json!([1, 0, 1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["42P01"]), "{did}");
+    let by_id = "SELECT name FROM users WHERE id = $1";
+    let want = [
+        sql("SELECT users", "SELECT name FROM users WHERE id = ?").rows(1),
+        sql("SELECT users", "SELECT id, name FROM users WHERE name = $1").rows(0),
+        sql("SELECT users", by_id).rows(1),
+        sql("SELECT users", by_id).rows(1),
+        sql(
+            "INSERT users",
+            "INSERT INTO users (id, name) VALUES ($1, $2)",
+        ),
+        sql(
+            "SELECT missing_table",
+            "SELECT * FROM missing_table WHERE id = $1",
+        )
+        .error("42P01"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "node-postgres",
+    );
+    assert_never_exported(
+        &text,
+        &[
+            &su_pw,
+            &app_pw,
+            "pg-canary-node",
+            "pg-canary-node-insert",
+            "pg-canary-row",
+        ],
+    );
+}
+
+/// mysql2 against MariaDB: `query()` (values put into the text by the client, sanitised),
+/// `execute()` (`COM_STMT_PREPARE`, a span without rows, then `COM_STMT_EXECUTE` by statement
+/// id; the second time from mysql2's statement cache), an `ERR` packet. Password from the
+/// environment.
+#[test]
+fn mariadb_mysql2_spans() {
+    let cg = TestCgroup::new("db-mysql2");
+    let pw = unique("my-app-secret");
+    let (sonde, my) = with_sonde(&cg, || {
+        let my = start_mariadb();
+        client_env(None, "my-setup", my.port, &[], &[("DB_PASSWORD", &pw)]);
+        my
+    });
+    let did = node_client(&cg, "mysql", my.port, &pw);
+    assert_eq!(did["rows"], serde_json::json!([0, 1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!([1146]), "{did}");
+    let by_id = "SELECT name FROM users WHERE id = ?";
+    let want = [
+        sql("SELECT users", "SELECT id, name FROM users WHERE name = ?").rows(0),
+        // COM_STMT_PREPARE, then COM_STMT_EXECUTE twice.
+        sql("SELECT users", by_id),
+        sql("SELECT users", by_id).rows(1),
+        sql("SELECT users", by_id).rows(1),
+        sql("SELECT missing_table", "SELECT * FROM missing_table").error("1146"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("mariadb", my.port),
+        CLIENT,
+        "mysql2",
+    );
+    assert_eq!(
+        attr(&db[1], "db.response.returned_rows"),
+        None,
+        "the preparation has no rows:\n{}",
+        describe(&db)
+    );
+    assert_never_exported(&text, &[&pw, "my-canary-node", "my-canary-row"]);
+}
+
+/// Go's database/sql with lib/pq: a query without arguments (simple query protocol); one with
+/// arguments, prepared in a round trip of its own (Parse/Describe/Sync: a span without rows)
+/// and then executed; `db.Prepare` of a named statement and its `Exec`; an error.
+#[test]
+fn postgres_go_pq_spans() {
+    let cg = TestCgroup::new("db-go-pq");
+    let su_pw = unique("pg-su-secret");
+    let app_pw = unique("pg-app-secret");
+    let (sonde, pg) = with_sonde(&cg, || {
+        go_db_binary();
+        let pg = start_postgres(None, &su_pw);
+        pg_setup(&pg, &su_pw, &app_pw, &[]);
+        pg
+    });
+    let did = go_client(&cg, "pq", pg.port, &app_pw);
+    assert_eq!(did["rows"], serde_json::json!([1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["42P01"]), "{did}");
+    let select = "SELECT name FROM users WHERE id = $1";
+    let insert = "INSERT INTO users (id, name) VALUES ($1, $2)";
+    let want = [
+        sql("SELECT users", "SELECT name FROM users WHERE id = ?").rows(1),
+        sql("SELECT users", select),
+        sql("SELECT users", select).rows(1),
+        sql("INSERT users", insert),
+        sql("INSERT users", insert),
+        sql("SELECT missing_table", "SELECT * FROM missing_table").error("42P01"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "lib/pq",
+    );
+    for i in [1, 3] {
+        assert_eq!(
+            attr(&db[i], "db.response.returned_rows"),
+            None,
+            "span {i}, a preparation, has no rows:\n{}",
+            describe(&db)
+        );
+    }
+    assert_never_exported(
+        &text,
+        &[&su_pw, &app_pw, "pg-canary-go-insert", "pg-canary-row"],
+    );
+}
+
+/// Go's database/sql with go-sql-driver/mysql: a query without arguments (`COM_QUERY`); with
+/// arguments, `COM_STMT_PREPARE` (a span without rows), `COM_STMT_EXECUTE` and
+/// `COM_STMT_CLOSE` (no answer, no span); an `ERR` packet.
+#[test]
+fn mariadb_go_mysql_spans() {
+    let cg = TestCgroup::new("db-go-mysql");
+    let pw = unique("my-app-secret");
+    let (sonde, my) = with_sonde(&cg, || {
+        go_db_binary();
+        let my = start_mariadb();
+        client_env(None, "my-setup", my.port, &[], &[("DB_PASSWORD", &pw)]);
+        my
+    });
+    let did = go_client(&cg, "mysql", my.port, &pw);
+    assert_eq!(did["rows"], serde_json::json!([1, 1]), "{did}");
+    assert_eq!(did["errors"], serde_json::json!(["1146"]), "{did}");
+    let select = "SELECT name FROM users WHERE id = ?";
+    let insert = "INSERT INTO users (id, name) VALUES (?, ?)";
+    let want = [
+        sql("SELECT users", select).rows(1),
+        sql("SELECT users", select),
+        sql("SELECT users", select).rows(1),
+        sql("INSERT users", insert),
+        sql("INSERT users", insert),
+        sql("SELECT missing_table", "SELECT * FROM missing_table").error("1146"),
+    ]
+    .map(|o| o.namespace("shop"));
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(
+        &db,
+        &want,
+        &client_common("mariadb", my.port),
+        CLIENT,
+        "go-sql-driver/mysql",
+    );
+    for i in [1, 3] {
+        assert_eq!(
+            attr(&db[i], "db.response.returned_rows"),
+            None,
+            "span {i}, a preparation, has no rows:\n{}",
+            describe(&db)
+        );
+    }
+    assert_never_exported(&text, &[&pw, "my-canary-go-insert", "my-canary-row"]);
+}
+
 /// redis-py: AUTH, SET/GET, a pipeline (one span per command, in order), a `WRONGTYPE`
 /// error, `SELECT 2` (later commands in namespace "2"), then RESP3 (`HELLO 3 AUTH`). Keys,
 /// values and the password are never exported.
@@ -887,7 +1379,13 @@ fn redis_spans() {
     let cg = TestCgroup::new("db-redis");
     let pw = unique("redis-secret");
     let (sonde, redis) = with_sonde(&cg, || start_redis(&pw));
-    let did = client(Some(&cg), "redis-client", redis.port, &["--password", &pw]);
+    let did = client_env(
+        Some(&cg),
+        "redis-client",
+        redis.port,
+        &[],
+        &[("DB_PASSWORD", &pw)],
+    );
     assert_eq!(did["errors"], serde_json::json!(["WRONGTYPE"]), "{did}");
     let want = [
         cmd("AUTH", "AUTH ?", "0"),
@@ -948,8 +1446,9 @@ fn http_request_and_its_queries_are_one_trace() {
     let mut svc = cg.command(&peers_python());
     svc.arg(peers_dir().join("db_service.py"))
         .arg(port.to_string())
-        .args(["--pg-port", &pg.port.to_string(), "--pg-password", &app_pw])
+        .args(["--pg-port", &pg.port.to_string()])
         .args(["--redis-port", &redis.port.to_string()])
+        .env("DB_PASSWORD", &app_pw)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let child = cg.spawn(svc);
@@ -1048,17 +1547,19 @@ fn postgres_server_side_spans_are_never_doubled() {
         &["srv_only".into(), "both_sides".into()],
     );
     let sonde = Sonde::start(&cg);
-    let outside = client(
+    let outside = client_env(
         None,
         "pg-one",
         pg.port,
-        &["--password", &app_pw, "--table", "srv_only"],
+        &["--table", "srv_only"],
+        &[("DB_PASSWORD", &app_pw)],
     );
-    let inside = client(
+    let inside = client_env(
         Some(&cg),
         "pg-one",
         pg.port,
-        &["--password", &app_pw, "--table", "both_sides"],
+        &["--table", "both_sides"],
+        &[("DB_PASSWORD", &app_pw)],
     );
     let (spans, text) = sonde.finish(|s| db_spans(s).len() >= 4);
     let db = db_spans(&spans);

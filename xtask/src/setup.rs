@@ -49,6 +49,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "mariadb-server",
     "redis-server",
     "util-linux",
+    // tests/tests/db.rs's clients: Debian's libpq for the pure-Python psycopg (TLS through
+    // the system OpenSSL, which the TLS probes hook), and the Go drivers of database/sql,
+    // built offline with GO111MODULE=off GOPATH=/usr/share/gocode
+    "libpq5",
+    "golang-github-lib-pq-dev",
+    "golang-github-go-sql-driver-mysql-dev",
     // the kernel matrix (`cargo xtask vm-test`): QEMU, and cpio for the initramfs
     "qemu-system-x86",
     "cpio",
@@ -308,7 +314,7 @@ fn install_node(manifest: &Path, dir: &Path) -> Result<bool> {
         return Ok(false);
     }
     if output(Command::new("npm").arg("--version")).is_none() {
-        bail!("npm is missing: install Node.js 20 with npm (the gRPC tests use @grpc/grpc-js)");
+        bail!("npm is missing: install Node.js 20 with npm (the gRPC and database test peers)");
     }
     eprintln!(
         "setup: installing {} into {}",

@@ -651,8 +651,9 @@ impl MyConn {
                     let id = u32_at(p, 1);
                     let cols = u64::from(u16_at(p, 5).unwrap_or(0));
                     let params = u64::from(u16_at(p, 7).unwrap_or(0));
+                    // STMT_PREPARE_OK and the definitions after it describe the statement:
+                    // no rows and no result (the rows come with COM_STMT_EXECUTE).
                     c.op.statement_id = id;
-                    c.op.results += 1;
                     if let (Some(id), Some(q)) = (id, c.op.query.clone())
                         && (self.statements.len() < self.limits.max_statements
                             || self.statements.contains_key(&id))

@@ -206,6 +206,67 @@ fn prepared_statements_with_deprecate_eof_and_close() {
     );
 }
 
+/// The answer to `COM_STMT_PREPARE` (STMT_PREPARE_OK, then the parameter and column
+/// definitions) describes the statement: it is not a result set and has no rows, with or
+/// without EOF packets. The bytes are mysql-connector's against MariaDB 10.11, from
+/// `protocol/tests/fixtures/db/mysql_prepared_connector.trace`.
+#[test]
+fn a_prepare_answer_is_neither_rows_nor_a_result() {
+    let prepare = b"$\x00\x00\x00\x16SELECT name FROM users WHERE id = ?".to_vec();
+    // stmt 1, 1 column, 1 parameter: OK, param def, EOF, column def, EOF.
+    let ok_ = b"\x0c\x00\x00\x01\x00\x01\x00\x00\x00\x01\x00\x01\x00\x00\x00\x00".to_vec();
+    let param = b"\x17\x00\x00\x02\x03def\x00\x00\x00\x01?\x00\x0c?\x00\x00\x00\x00\x00\x06\x80\
+                  \x00\x00\x00\x00"
+        .to_vec();
+    let column = b"-\x00\x00\x04\x03def\x05sonde\x05users\x05users\x04name\x04name\x0c-\x00P\
+                   \x00\x00\x00\xfd\x00\x00\x00\x00\x00"
+        .to_vec();
+    let eof_ = |seq: u8| [vec![5, 0, 0, seq], b"\xfe\x00\x00\x00\x00".to_vec()].concat();
+    let execute = b"\x0f\x00\x00\x00\x17\x01\x00\x00\x00\x00\x01\x00\x00\x00\x00\x01\x01\x80\x01";
+    let rows = b"\x01\x00\x00\x01\x01-\x00\x00\x02\x03def\x05sonde\x05users\x05users\x04name\
+                 \x04name\x0c-\x00P\x00\x00\x00\xfd\x00\x00\x00\x00\x00\x05\x00\x00\x03\xfe\x00\
+                 \x00\x01\x00\x06\x00\x00\x04\x00\x00\x03ann\x05\x00\x00\x05\xfe\x00\x00\x01\x00";
+    let mut renumbered = column.clone();
+    renumbered[3] = 3;
+
+    let with_eof = vec![ok_.clone(), param.clone(), eof_(3), column, eof_(5)];
+    // CLIENT_DEPRECATE_EOF: the same definitions without their EOF packets.
+    let without_eof = vec![ok_, param, renumbered];
+    for (caps, answer) in [(BASE, with_eof), (BASE | caps::DEPRECATE_EOF, without_eof)] {
+        let mut t = T::logged_in(caps);
+        t.req(std::slice::from_ref(&prepare));
+        t.resp(&answer);
+        let ops = t.ops();
+        let [p] = &ops[..] else { panic!("{:?}", t.out) };
+        assert_eq!(p.command, Command::STMT_PREPARE);
+        assert_eq!(p.statement_id, Some(1));
+        assert_eq!(
+            (p.rows, p.results, p.affected_rows),
+            (0, 0, None),
+            "a prepare answer: {p:?}"
+        );
+        assert_eq!(
+            p.response.map(|r| r.last - r.first + 1),
+            Some(answer.concat().len() as u64)
+        );
+        if caps & caps::DEPRECATE_EOF == 0 {
+            // Executed: its rows and its result set.
+            t.req(&[execute.to_vec()]);
+            t.resp(&[rows.to_vec()]);
+            let ops = t.ops();
+            assert_eq!(ops.len(), 2, "{:?}", t.out);
+            let e = ops[1];
+            assert_eq!(
+                e.query.as_deref(),
+                Some("SELECT name FROM users WHERE id = ?")
+            );
+            assert_eq!((e.rows, e.results), (1, 1), "{e:?}");
+        }
+        assert!(t.errors().is_empty(), "{:?}", t.out);
+        assert_eq!(t.conn.pending(), 0);
+    }
+}
+
 #[test]
 fn init_db_and_use_change_the_database() {
     let mut t = T::logged_in(BASE);

@@ -83,6 +83,9 @@ enum SlotKind {
     Execute,
     Close,
     Sync,
+    /// A `Flush` that ended a preparation: its operation ends when this slot reaches the
+    /// front, every answer asked before it having come.
+    Flush,
 }
 
 #[derive(Debug)]
@@ -592,7 +595,15 @@ impl PgConn {
                 }
                 self.copy_in = None;
             }
-            // Flush, Terminate, password/SASL (never read).
+            // asyncpg prepares with Parse/Describe/Flush and waits for the answers before it
+            // sends Bind/Execute/Sync: the preparation is a round trip of its own, and
+            // without a Sync to end it, the Flush must.
+            b'H' if self.group.as_ref().is_some_and(|g| g.has_parse) => {
+                let op = self.end_group(last);
+                self.push_slot(SlotKind::Flush, op, first, out);
+                self.end_flushed(out);
+            }
+            // Flush otherwise, Terminate, password/SASL (never read).
             _ => {}
         }
     }
@@ -810,6 +821,7 @@ impl PgConn {
             | (SlotKind::Close, b'3')
             | (SlotKind::Describe, b'T' | b'n') => {
                 self.slots.pop_front();
+                self.end_flushed(out);
                 true
             }
             (SlotKind::Describe, b't') => true,
@@ -838,6 +850,17 @@ impl PgConn {
             o.done = true;
         }
         self.flush(out);
+    }
+
+    /// Ends the operations of the `Flush` slots now at the front: all they waited for came.
+    fn end_flushed(&mut self, out: &mut Vec<PgEvent>) {
+        while self
+            .slots
+            .front()
+            .is_some_and(|s| s.kind == SlotKind::Flush)
+        {
+            self.finish(out);
+        }
     }
 
     /// An error in the extended protocol: the server skips everything up to `Sync`.

@@ -274,6 +274,88 @@ fn unnamed_and_named_statements_map_back_to_their_text() {
     assert_eq!(ops[4].error_code(), Some("26000"));
 }
 
+/// asyncpg 0.32 prepares with Parse/Describe/Flush (no Sync) and waits for the answers; the
+/// bytes are from `protocol/tests/fixtures/db/pg_asyncpg.trace`. The Flush ends the
+/// preparation: it is an operation of its own, and a simple query sent next (without a Bind
+/// of the statement) is not stuck behind it.
+#[test]
+fn a_flush_after_parse_ends_the_preparation() {
+    let mut t = T::new().started();
+    let req0 = t.off[Side::Request as usize];
+    let prepare = b"P\x00\x00\x007__asyncpg_stmt_2__\x00SELECT * FROM a WHERE id > $1\x00\x00\x00\
+                    D\x00\x00\x00\x18S__asyncpg_stmt_2__\x00H\x00\x00\x00\x04";
+    let described = b"1\x00\x00\x00\x04t\x00\x00\x00\x0a\x00\x01\x00\x00\x00\x17\
+                      T\x00\x00\x00/\x00\x02id\x00\x00\x00@\x03\x00\x01\x00\x00\x00\x17\x00\x04\
+                      \xff\xff\xff\xff\x00\x00v\x00\x00\x00@\x03\x00\x02\x00\x00\x00\x19\xff\xff\
+                      \xff\xff\xff\xff\x00\x00";
+    let query = b"Q\x00\x00\x00)CREATE TEMP TABLE a (id int, v text)\x00";
+    let created = b"C\x00\x00\x00\x11CREATE TABLE\x00Z\x00\x00\x00\x05I";
+    let execute = b"B\x00\x00\x00*\x00__asyncpg_stmt_2__\x00\x00\x01\x00\x01\x00\x01\x00\x00\x00\
+                    \x04\x00\x00\x00\x01\x00\x01\x00\x01E\x00\x00\x00\x09\x00\x00\x00\x00\x00\
+                    S\x00\x00\x00\x04";
+    let rows = b"2\x00\x00\x00\x04D\x00\x00\x00\x13\x00\x02\x00\x00\x00\x04\x00\x00\x00\x02\x00\
+                 \x00\x00\x01yD\x00\x00\x00\x13\x00\x02\x00\x00\x00\x04\x00\x00\x00\x03\x00\x00\
+                 \x00\x01zC\x00\x00\x00\x0dSELECT 2\x00Z\x00\x00\x00\x05I";
+    assert_eq!(
+        [prepare.len(), described.len(), execute.len(), rows.len()],
+        [86, 64, 58, 65]
+    );
+    t.req(&[prepare.to_vec()]);
+    t.resp(&[described.to_vec()]);
+    // Reported at its last answer: no Sync is coming.
+    let ops = t.ops();
+    let [op] = &ops[..] else {
+        panic!("{:?}", t.out)
+    };
+    assert_eq!(op.kind, PgOpKind::Prepare);
+    assert_eq!(op.query.as_deref(), Some("SELECT * FROM a WHERE id > $1"));
+    assert_eq!(op.statement.as_deref(), Some("__asyncpg_stmt_2__"));
+    assert_eq!((op.request.first, op.request.last), (req0, req0 + 85));
+    let resp = op.response.expect("answered");
+    assert_eq!(resp.last - resp.first, 63);
+    assert_eq!(
+        (op.rows, op.data_rows, op.outcome.clone()),
+        (None, 0, PgOutcome::Ok)
+    );
+
+    t.req(&[query.to_vec()]);
+    t.resp(&[created.to_vec()]);
+    t.req(&[execute.to_vec()]);
+    t.resp(&[rows.to_vec()]);
+    let ops = t.ops();
+    let got: Vec<_> = ops
+        .iter()
+        .map(|o| (o.kind, o.query.as_deref(), o.rows, o.request.first - req0))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                PgOpKind::Prepare,
+                Some("SELECT * FROM a WHERE id > $1"),
+                None,
+                0
+            ),
+            (
+                PgOpKind::Query,
+                Some("CREATE TEMP TABLE a (id int, v text)"),
+                None,
+                86
+            ),
+            // Bind/Execute/Sync alone: the Parse is not part of it.
+            (
+                PgOpKind::Execute,
+                Some("SELECT * FROM a WHERE id > $1"),
+                Some(2),
+                128
+            ),
+        ]
+    );
+    assert_eq!(ops[2].statement.as_deref(), Some("__asyncpg_stmt_2__"));
+    assert!(t.errors().is_empty(), "{:?}", t.out);
+    assert_eq!(t.conn.pending(), 0);
+}
+
 #[test]
 fn a_parse_error_fails_its_execute_and_skips_the_rest_of_the_batch() {
     let mut t = T::new().started();
