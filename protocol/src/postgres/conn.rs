@@ -469,13 +469,23 @@ impl PgConn {
         }
     }
 
+    /// A `Query` or `FunctionCall` at `first` while a group is open (no `Sync` or `Flush`
+    /// came): a preparation in it ends at the message before, at its answers, like one ended
+    /// by a `Flush`; the server answers the `Parse` before the query.
+    fn end_unsynced_group(&mut self, first: u64, out: &mut Vec<PgEvent>) {
+        if let Some(op) = self.end_group(first.saturating_sub(1)) {
+            self.push_slot(SlotKind::Flush, Some(op), first, out);
+            self.end_flushed(out);
+        }
+    }
+
     fn request(&mut self, msg: Msg, out: &mut Vec<PgEvent>) {
         let (first, last) = (msg.first, msg.last);
         let body = &msg.body[..];
         match msg.tag {
             0 => self.startup(msg, out),
             b'Q' => {
-                self.end_group(last);
+                self.end_unsynced_group(first, out);
                 let id = self.new_op(PgOpKind::Query, first, last);
                 let (q, rest) = cstr(body);
                 let truncated = msg.truncated && rest.is_none();
@@ -486,7 +496,7 @@ impl PgConn {
                 self.push_slot(SlotKind::Query, Some(id), first, out);
             }
             b'F' => {
-                self.end_group(last);
+                self.end_unsynced_group(first, out);
                 let id = self.new_op(PgOpKind::FunctionCall, first, last);
                 self.push_slot(SlotKind::Query, Some(id), first, out);
             }

@@ -279,6 +279,47 @@ fn unnamed_and_named_statements_map_back_to_their_text() {
 /// preparation: it is an operation of its own, and a simple query sent next (without a Bind
 /// of the statement) is not stuck behind it.
 #[test]
+fn a_query_after_an_unsynced_parse_ends_the_preparation() {
+    // Parse with neither Sync nor Flush, then a simple Query: the server answers the Parse
+    // first, then the query. Both are reported; nothing stays pending behind the preparation.
+    let mut t = T::new().started();
+    let req0 = t.off[Side::Request as usize];
+    let parse = b"P\x00\x00\x00\x10\x00SELECT 1\x00\x00\x00";
+    let query = b"Q\x00\x00\x00\x0eSET x = 1\x00";
+    let answers = b"1\x00\x00\x00\x04C\x00\x00\x00\x08SET\x00Z\x00\x00\x00\x05I";
+    t.req(&[parse.to_vec(), query.to_vec()]);
+    t.resp(&[answers.to_vec()]);
+    let ops = t.ops();
+    let got: Vec<_> = ops
+        .iter()
+        .map(|o| {
+            (
+                o.kind,
+                o.query.as_deref(),
+                o.command.as_deref(),
+                o.request.first - req0,
+                o.request.last - req0,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (PgOpKind::Prepare, Some("SELECT 1"), None, 0, 16),
+            (PgOpKind::Query, Some("SET x = 1"), Some("SET"), 17, 31),
+        ],
+        "{:?}",
+        t.out
+    );
+    let prepare = ops[0].response.expect("the ParseComplete");
+    assert_eq!(prepare.last - prepare.first, 4);
+    // Nothing left waiting: a later query is reported at its answer.
+    t.req(&[b"Q\x00\x00\x00\x0eSET y = 2\x00".to_vec()]);
+    t.resp(&[b"C\x00\x00\x00\x08SET\x00Z\x00\x00\x00\x05I".to_vec()]);
+    assert_eq!(t.ops().len(), 3, "{:?}", t.out);
+}
+
+#[test]
 fn a_flush_after_parse_ends_the_preparation() {
     let mut t = T::new().started();
     let req0 = t.off[Side::Request as usize];
