@@ -18,7 +18,7 @@ use crate::{
     filter::traced,
     global,
     maps::{ARGS, PROCS},
-    util::{count, emit, header, now_ns},
+    util::{count, emit, emit_now, header, now_ns},
 };
 
 /// The fd epoch of a process that gets its `PROCS` entry now: random and never 0 (the epoch of
@@ -58,7 +58,14 @@ fn proc_event(kind: EventKind, pid_tgid: u64, other_pid: u32) {
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    if emit(&ev) {
+    // An exec is read about in /proc by the agent: wake it now, a short-lived process may be
+    // gone by its next poll.
+    let sent = if kind == EventKind::ProcExec {
+        emit_now(&ev)
+    } else {
+        emit(&ev)
+    };
+    if sent {
         count(Counter::ProcEvents, 1);
     }
 }

@@ -75,7 +75,19 @@ pub fn wakeup_flags() -> u64 {
 /// Writes a fixed-size record; counts it if the ring buffer is full.
 #[inline(always)]
 pub fn emit<T: 'static>(record: &T) -> bool {
-    match EVENTS.output::<T>(record, wakeup_flags()) {
+    emit_with(record, wakeup_flags())
+}
+
+/// [`emit`], waking the agent at once: for rare records it must handle while the process
+/// that caused them still exists (an exec, whose `/proc` entry the agent reads).
+#[inline(always)]
+pub fn emit_now<T: 'static>(record: &T) -> bool {
+    emit_with(record, BPF_RB_FORCE_WAKEUP as u64)
+}
+
+#[inline(always)]
+fn emit_with<T: 'static>(record: &T, flags: u64) -> bool {
+    match EVENTS.output::<T>(record, flags) {
         Ok(()) => true,
         Err(_) => {
             count(Counter::RingbufFull, 1);

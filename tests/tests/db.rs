@@ -592,6 +592,49 @@ fn with_sonde<T: Send>(cg: &TestCgroup, prepare: impl FnOnce() -> T + Send) -> (
 }
 
 /// A span attribute as a string (`intValue`s are decimal strings in OTLP/JSON).
+/// A string attribute of the span's resource.
+fn resource_attr<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    span["resource"]["attributes"]
+        .as_array()?
+        .iter()
+        .find(|kv| kv["key"] == key)?["value"]["stringValue"]
+        .as_str()
+}
+
+/// Every span names the client's program and command line. The clients live for
+/// milliseconds (the Go program, Node scripts): sonde reads a process's /proc entry at its
+/// exec, since by its first span the process is often gone.
+fn assert_client_resource(db: &[Value], command_line: &str, program: &Path) {
+    let program = fs::canonicalize(program).unwrap();
+    for s in db {
+        assert_eq!(
+            resource_attr(s, "process.command_line"),
+            Some(command_line),
+            "{s}"
+        );
+        assert_eq!(
+            resource_attr(s, "process.executable.path").map(PathBuf::from),
+            Some(program.clone()),
+            "{s}"
+        );
+    }
+}
+
+fn assert_go_resource(db: &[Value], command: &str, port: u16) {
+    let bin = go_db_binary();
+    let line = format!("{} {command} {port}", bin.display());
+    assert_client_resource(db, &line, bin);
+}
+
+fn assert_node_resource(db: &[Value], command: &str, port: u16) {
+    let line = format!(
+        "node {} {command} {port}",
+        peers_dir().join("db_node.js").display()
+    );
+    let node = find_bin(&["node".into()], "nodejs");
+    assert_client_resource(db, &line, &node);
+}
+
 fn attr(span: &Value, key: &str) -> Option<String> {
     let kv = span["attributes"]
         .as_array()?
@@ -1217,6 +1260,7 @@ fn postgres_node_pg_spans() {
         CLIENT,
         "node-postgres",
     );
+    assert_node_resource(&db, "pg", pg.port);
     assert_never_exported(
         &text,
         &[
@@ -1264,6 +1308,7 @@ fn mariadb_mysql2_spans() {
         CLIENT,
         "mysql2",
     );
+    assert_node_resource(&db, "mysql", my.port);
     assert_eq!(
         attr(&db[1], "db.response.returned_rows"),
         None,
@@ -1310,6 +1355,7 @@ fn postgres_go_pq_spans() {
         CLIENT,
         "lib/pq",
     );
+    assert_go_resource(&db, "pq", pg.port);
     for i in [1, 3] {
         assert_eq!(
             attr(&db[i], "db.response.returned_rows"),
@@ -1360,6 +1406,7 @@ fn mariadb_go_mysql_spans() {
         CLIENT,
         "go-sql-driver/mysql",
     );
+    assert_go_resource(&db, "mysql", my.port);
     for i in [1, 3] {
         assert_eq!(
             attr(&db[i], "db.response.returned_rows"),

@@ -215,6 +215,14 @@ impl ResourceSource for KubeResources {
         self.cache.remove(&pid);
         self.process.forget(pid);
     }
+
+    fn exec(&mut self, pid: u32, comm: &str) {
+        self.forget(pid);
+        // What /proc says of the process (its facts, environment and cgroup); the pod is
+        // matched when its first span is built.
+        self.process.resource(pid, comm);
+        self.info(pid, 0);
+    }
 }
 
 /// The resource source of `sonde run`: the process alone, or the process in its pod.
@@ -235,6 +243,13 @@ impl ResourceSource for NodeResources {
         match self {
             NodeResources::Host(p) => ResourceSource::forget(p, pid),
             NodeResources::Kube(k) => k.forget(pid),
+        }
+    }
+
+    fn exec(&mut self, pid: u32, comm: &str) {
+        match self {
+            NodeResources::Host(p) => ResourceSource::exec(p, pid, comm),
+            NodeResources::Kube(k) => k.exec(pid, comm),
         }
     }
 }

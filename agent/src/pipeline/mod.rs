@@ -84,12 +84,22 @@ impl<S: StreamSink + Observed> Driver<S> {
 
     /// One event.
     pub fn event(&mut self, ev: Event, kernel: &mut impl KernelControl) {
-        match &ev {
-            Event::ConnOpen(o) => kernel.connection(o.meta.pid),
-            Event::Proc(p) if p.kind == ProcKind::Exec => kernel.exec(p.meta.pid),
-            _ => {}
+        let exec = match &ev {
+            Event::ConnOpen(o) => {
+                kernel.connection(o.meta.pid);
+                None
+            }
+            Event::Proc(p) if p.kind == ProcKind::Exec => Some(p.meta.pid),
+            _ => None,
+        };
+        let gone = self.tracker.handle(ev, &mut self.sink);
+        // After the span stage has read the new program's /proc entry (a few small files):
+        // the kernel side's checks read its binaries (TLS libraries, Go), which takes long
+        // enough for a short-lived client to exit first.
+        if let Some(pid) = exec {
+            kernel.exec(pid);
         }
-        if let Some((pid, fds)) = self.tracker.handle(ev, &mut self.sink) {
+        if let Some((pid, fds)) = gone {
             kernel.process_gone(pid, fds);
         }
     }

@@ -54,8 +54,14 @@ impl SpanSink for Vec<Span> {
 /// Where spans get their resource (the traced process, or something standing in for it).
 pub trait ResourceSource {
     fn resource(&mut self, conn: &ConnInfo) -> Arc<Resource>;
-    /// The process exec'd or exited.
+    /// The process exited.
     fn forget(&mut self, _pid: u32) {}
+    /// The process exec'd (`comm`: its new name): what was known of it is stale. A source
+    /// that reads `/proc` reads it now, while the process surely exists: a client that runs
+    /// for milliseconds is often gone by the time its first span is built.
+    fn exec(&mut self, pid: u32, _comm: &str) {
+        self.forget(pid);
+    }
 }
 
 impl ResourceSource for ProcessCache {
@@ -65,6 +71,11 @@ impl ResourceSource for ProcessCache {
 
     fn forget(&mut self, pid: u32) {
         ProcessCache::forget(self, pid);
+    }
+
+    fn exec(&mut self, pid: u32, comm: &str) {
+        ProcessCache::forget(self, pid);
+        ProcessCache::resource(self, pid, comm);
     }
 }
 

@@ -423,8 +423,10 @@ impl<O: SpanSink, R: ResourceSource> StreamSink for SpanStage<O, R> {
     }
 
     fn process(&mut self, ev: &ProcEv) {
-        if matches!(ev.kind, ProcKind::Exec | ProcKind::Exit) {
-            self.parts.resources.forget(ev.meta.pid);
+        match ev.kind {
+            ProcKind::Exec => self.parts.resources.exec(ev.meta.pid, &ev.comm),
+            ProcKind::Exit => self.parts.resources.forget(ev.meta.pid),
+            _ => {}
         }
     }
 }
