@@ -339,6 +339,59 @@ impl Drop for Reaper {
     }
 }
 
+/// tcpdump writing the loopback's TCP traffic of one port to a pcap file, for `sonde replay`.
+pub struct Tcpdump {
+    child: Reaper,
+    err: BufReader<std::process::ChildStderr>,
+    pub pcap: PathBuf,
+}
+
+impl Tcpdump {
+    /// Starts capturing `tcp port {port}` on `lo` into `pcap` and returns once it listens.
+    pub fn start(port: u16, pcap: PathBuf) -> Self {
+        let mut child = Command::new("tcpdump")
+            .args([
+                "-i",
+                "lo",
+                "--immediate-mode",
+                "-U",
+                "-s",
+                "0",
+                "-B",
+                "16384",
+                "-w",
+            ])
+            .arg(&pcap)
+            .arg(format!("tcp port {port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump (Debian's tcpdump; `cargo xtask setup` installs it)");
+        // tcpdump says "listening on lo" once the capture runs.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let child = Reaper(child);
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        assert!(line.contains("listening"), "{line}");
+        Self { child, err, pcap }
+    }
+
+    /// Stops the capture (after a moment for the last packets) and returns what tcpdump said
+    /// at the end, and whether it captured every packet ("0 packets dropped by kernel").
+    pub fn stop(mut self) -> (String, bool) {
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(self.child.0.id() as i32, libc::SIGINT) };
+        self.child.0.wait().unwrap();
+        let mut rest = String::new();
+        self.err.read_to_string(&mut rest).unwrap();
+        let whole = rest
+            .lines()
+            .any(|l| l.trim() == "0 packets dropped by kernel");
+        (rest, whole)
+    }
+}
+
 /// A running capture.
 pub struct Recording {
     handle: CaptureHandle<CollectSink>,

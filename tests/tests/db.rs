@@ -25,8 +25,8 @@ use std::{
 
 use serde_json::Value;
 use sonde_tests::{
-    Lines, TestCgroup, free_port, node_modules, peers_dir, peers_python, sonde_run, spawn_tracing,
-    wait_for_port,
+    Lines, Tcpdump, TestCgroup, free_port, node_modules, peers_dir, peers_python, sonde_bin,
+    sonde_run, spawn_tracing, wait_for_port,
 };
 
 const SERVER: i64 = 2;
@@ -892,6 +892,9 @@ fn postgres_psycopg_spans() {
         pg_setup(&pg, &su_pw, &app_pw, &[]);
         pg
     });
+    // The same session captured by tcpdump, for `sonde replay` below.
+    let pcap = temp_dir("pg-replay").join("psycopg.pcap");
+    let tcpdump = Tcpdump::start(pg.port, pcap.clone());
     let did = client_env(
         Some(&cg),
         "pg-client",
@@ -899,6 +902,7 @@ fn postgres_psycopg_spans() {
         &[],
         &[("DB_PASSWORD", &app_pw)],
     );
+    let (tcpdump_said, whole) = tcpdump.stop();
     assert_eq!(did["rows"], serde_json::json!([1, 0, 1, 1]), "{did}");
     assert_eq!(
         did["errors"],
@@ -943,18 +947,47 @@ fn postgres_psycopg_spans() {
         CLIENT,
         "psycopg",
     );
-    assert_never_exported(
-        &text,
-        &[
-            &su_pw,
-            &app_pw,
-            "pg-canary-param",
-            "pg-canary-insert",
-            "pg-canary-pipe",
-            "pg-canary-upd",
-            "pg-canary-row",
-        ],
+    let secrets = [
+        su_pw.as_str(),
+        &app_pw,
+        "pg-canary-param",
+        "pg-canary-insert",
+        "pg-canary-pipe",
+        "pg-canary-upd",
+        "pg-canary-row",
+    ];
+    assert_never_exported(&text, &secrets);
+
+    // `sonde replay` of the capture gives the same spans, as sanitised.
+    assert!(whole, "tcpdump lost packets: {tcpdump_said}");
+    let (replayed, replay_text) = replay_jsonl(&pcap);
+    let _ = fs::remove_dir_all(pcap.parent().unwrap());
+    assert_ops(
+        &db_spans(&replayed),
+        &want,
+        &client_common("postgresql", pg.port),
+        CLIENT,
+        "psycopg, replayed",
     );
+    assert_never_exported(&replay_text, &secrets);
+}
+
+/// `sonde replay PCAP --output jsonl`: its spans and its whole output.
+fn replay_jsonl(pcap: &Path) -> (Vec<Value>, String) {
+    let out = Command::new(sonde_bin())
+        .arg("replay")
+        .arg(pcap)
+        .args(["--output", "jsonl"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("sonde replay");
+    assert!(out.status.success(), "sonde replay: {}", out.status);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let spans = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (spans, text)
 }
 
 /// asyncpg (its own protocol code, not libpq): every statement prepared with

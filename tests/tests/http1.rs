@@ -513,30 +513,7 @@ fn capture_live_run(
         "sonde-replay-{}-{port}-{attempt}.pcap",
         std::process::id()
     ));
-    let mut tcpdump = Command::new("tcpdump")
-        .args([
-            "-i",
-            "lo",
-            "--immediate-mode",
-            "-U",
-            "-s",
-            "0",
-            "-B",
-            "16384",
-            "-w",
-        ])
-        .arg(&pcap)
-        .arg(format!("tcp port {port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
-    // tcpdump says "listening on lo" once the capture runs.
-    let mut err = std::io::BufReader::new(tcpdump.stderr.take().unwrap());
-    let mut tcpdump = sonde_tests::Reaper(tcpdump);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
-    assert!(line.contains("listening"), "{line}");
+    let tcpdump = sonde_tests::Tcpdump::start(port, pcap.clone());
     let rec = cg.capture_spans();
     let mut cmd = cg.command("curl");
     cmd.args([
@@ -549,11 +526,6 @@ fn capture_live_run(
     ]);
     cg.run(cmd);
     let (live, _, _) = rec.finish();
-    std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(tcpdump.0.id() as i32, libc::SIGINT) };
-    tcpdump.0.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let (rest, _) = tcpdump.stop();
     (live, pcap, rest)
 }
