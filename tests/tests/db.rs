@@ -626,6 +626,30 @@ fn assert_go_resource(db: &[Value], command: &str, port: u16) {
     assert_client_resource(db, &line, bin);
 }
 
+/// The Go client's spans (`system`, the program's `command`, the driver's name for messages):
+/// the operations `want`, the program on every span, and no rows on the two preparations
+/// (spans 1 and 3). Returns sonde's whole output.
+fn assert_go_spans(
+    sonde: Sonde,
+    want: &[Op],
+    (system, command, driver): (&str, &str, &str),
+    port: u16,
+) -> String {
+    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
+    let db = db_spans(&spans);
+    assert_ops(&db, want, &client_common(system, port), CLIENT, driver);
+    assert_go_resource(&db, command, port);
+    for i in [1, 3] {
+        assert_eq!(
+            attr(&db[i], "db.response.returned_rows"),
+            None,
+            "span {i}, a preparation, has no rows:\n{}",
+            describe(&db)
+        );
+    }
+    text
+}
+
 fn assert_node_resource(db: &[Value], command: &str, port: u16) {
     let line = format!(
         "node {} {command} {port}",
@@ -1379,24 +1403,7 @@ fn postgres_go_pq_spans() {
         sql("SELECT missing_table", "SELECT * FROM missing_table").error("42P01"),
     ]
     .map(|o| o.namespace("shop"));
-    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
-    let db = db_spans(&spans);
-    assert_ops(
-        &db,
-        &want,
-        &client_common("postgresql", pg.port),
-        CLIENT,
-        "lib/pq",
-    );
-    assert_go_resource(&db, "pq", pg.port);
-    for i in [1, 3] {
-        assert_eq!(
-            attr(&db[i], "db.response.returned_rows"),
-            None,
-            "span {i}, a preparation, has no rows:\n{}",
-            describe(&db)
-        );
-    }
+    let text = assert_go_spans(sonde, &want, ("postgresql", "pq", "lib/pq"), pg.port);
     assert_never_exported(
         &text,
         &[&su_pw, &app_pw, "pg-canary-go-insert", "pg-canary-row"],
@@ -1430,24 +1437,12 @@ fn mariadb_go_mysql_spans() {
         sql("SELECT missing_table", "SELECT * FROM missing_table").error("1146"),
     ]
     .map(|o| o.namespace("shop"));
-    let (spans, text) = sonde.finish(|s| db_spans(s).len() >= want.len());
-    let db = db_spans(&spans);
-    assert_ops(
-        &db,
+    let text = assert_go_spans(
+        sonde,
         &want,
-        &client_common("mariadb", my.port),
-        CLIENT,
-        "go-sql-driver/mysql",
+        ("mariadb", "mysql", "go-sql-driver/mysql"),
+        my.port,
     );
-    assert_go_resource(&db, "mysql", my.port);
-    for i in [1, 3] {
-        assert_eq!(
-            attr(&db[i], "db.response.returned_rows"),
-            None,
-            "span {i}, a preparation, has no rows:\n{}",
-            describe(&db)
-        );
-    }
     assert_never_exported(&text, &[&pw, "my-canary-go-insert", "my-canary-row"]);
 }
 
