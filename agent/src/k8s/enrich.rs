@@ -218,10 +218,11 @@ impl ResourceSource for KubeResources {
 
     fn exec(&mut self, pid: u32, comm: &str) {
         self.forget(pid);
-        // What /proc says of the process (its facts, environment and cgroup); the pod is
-        // matched when its first span is built.
+        // The process's own facts (command line, executable, environment's service name).
+        // Not its container: that is named from the cgroup id of its first connection, which
+        // /proc/<pid>/cgroup cannot replace when the agent runs in a cgroup namespace of its
+        // own (the chart's pod); the pod is matched when the first span is built.
         self.process.resource(pid, comm);
-        self.info(pid, 0);
     }
 }
 
@@ -311,6 +312,39 @@ mod tests {
                 id: Some(ID.into()),
             }],
         }
+    }
+
+    #[test]
+    fn an_exec_reads_the_process_but_the_container_still_comes_from_the_cgroup_id() {
+        // The agent in a cgroup namespace of its own (the chart's pod) sees a container's
+        // process under a path it cannot name: only the kernel's cgroup id names it.
+        let root = std::env::temp_dir().join(format!("sonde-k8s-exec-{}", std::process::id()));
+        let dir = root.join("20");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("cgroup"), "0::/../../system.slice/x.scope\n").unwrap();
+        fs::write(dir.join("environ"), b"A=1\0").unwrap();
+        fs::write(dir.join("cmdline"), b"wget\0-q\0http://x/\0").unwrap();
+        let store = Store::shared(StoreLimits::default());
+        store.write().unwrap().apply_pod(pod(&[]));
+        let cgroups: SharedCgroupMap = Arc::default();
+        cgroups.write().unwrap().insert(777, ID.into());
+        let mut k = KubeResources::with_proc(
+            store,
+            "node-1".into(),
+            None,
+            &root,
+            ProcessCache::new(&root, "node-1".into()),
+        )
+        .with_cgroups(cgroups);
+        k.exec(20, "wget");
+        // The process is gone by its first span: what the exec read stays.
+        fs::remove_dir_all(&root).unwrap();
+        let mut c = conn(20);
+        c.cgroup_id = 777;
+        let r = k.resource(&c);
+        assert_eq!(attr(&r, "k8s.pod.name"), Some("web-5c8f7b6d9f-abcde"));
+        assert_eq!(attr(&r, "service.name"), Some("web"));
+        assert_eq!(attr(&r, "process.command_line"), Some("wget -q http://x/"));
     }
 
     #[test]
