@@ -972,10 +972,14 @@ mod tests {
         } else {
             ("url.full", format!("http://127.0.0.1:4000{path}"))
         };
+        let version = if path.contains("h2") { "2" } else { "1.1" };
         serde_json::json!({
             "traceId": TRACE, "spanId": span, "parentSpanId": parent, "kind": kind,
             "startTimeUnixNano": t.0.to_string(), "endTimeUnixNano": t.1.to_string(),
-            "attributes": [{"key": key, "value": {"stringValue": value}}],
+            "attributes": [
+                {"key": key, "value": {"stringValue": value}},
+                {"key": "network.protocol.version", "value": {"stringValue": version}},
+            ],
         })
         .to_string()
     }
@@ -1083,16 +1087,32 @@ mod tests {
     }
 
     #[test]
+    fn a_span_beyond_the_two_of_an_exchange_fails_its_protocol() {
+        // A request and its response seen as two half-connections: the client's request
+        // span and an `HTTP` span without a request, beside the pair.
+        let good = format!("00-{TRACE}-2222222222222222-01");
+        let stray = span(CLIENT, "4444444444444444", "", "/other-h2", (0, 1));
+        let out = output(&good).replace(
+            "@@sonde-vm-end spans.jsonl",
+            &format!("{stray}\n@@sonde-vm-end spans.jsonl"),
+        );
+        let row = judge(&host(), &Output::parse(&out), Duration::ZERO);
+        let h2 = &row.cells[COLUMNS.iter().position(|c| *c == "h2 spans").unwrap()];
+        assert!(
+            matches!(h2, Cell::Fail(w) if w.contains("3 h2 spans, want 2")),
+            "{h2:?}"
+        );
+        assert!(row.cells[COLUMNS.iter().position(|c| *c == "h1 spans").unwrap()].ok());
+    }
+
+    #[test]
     fn a_server_span_outside_its_client_span_fails_timing() {
         let c = serde_json::json!({"startTimeUnixNano": "2000", "endTimeUnixNano": "3000"});
         let s = serde_json::json!({"startTimeUnixNano": "1000", "endTimeUnixNano": "2500"});
         assert!(timing(&s, &c, (0, 1), true).is_ok(), "within 1 ms of slack");
         let s = serde_json::json!({"startTimeUnixNano": "1000", "endTimeUnixNano": "9000000"});
         assert!(timing(&s, &c, (0, 1), true).is_err());
-        assert!(
-            timing(&s, &c, (0, 1), false).is_ok(),
-            "HTTP/2 is not held to nesting"
-        );
+        assert!(timing(&s, &c, (0, 1), false).is_ok(), "not held to nesting");
         let late =
             serde_json::json!({"startTimeUnixNano": "5000000", "endTimeUnixNano": "6000000"});
         assert!(timing(&late, &c, (0, 1), false).is_ok());
