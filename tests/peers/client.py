@@ -79,9 +79,12 @@ PID_REUSE_FD = 50
 
 
 def fork_with_pid(pid, child):
-    """Forks `child()` as process `pid` (it must be free): ns_last_pid says which pid the next
-    fork takes, and another process may take it first, so retry. Returns the child's exit code."""
+    """Forks `child()` as process `pid`: ns_last_pid says which pid the next fork takes, and
+    another process (tests run in parallel) may take it first, so retry while it is free.
+    Returns the child's exit code, or None when another process holds the pid now."""
     for _ in range(100):
+        if os.path.exists(f"/proc/{pid}"):
+            return None
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
             f.write(str(pid - 1))
         got = os.fork()
@@ -98,7 +101,7 @@ def fork_with_pid(pid, child):
         _, status = os.waitpid(got, 0)
         if got == pid:
             return os.waitstatus_to_exitcode(status)
-    sys.exit(f"could not fork with pid {pid}")
+    return None
 
 
 def free_pid():
@@ -209,7 +212,6 @@ def main():
         print("done", flush=True)
     elif mode == "pidreuse":
         host, port = sys.argv[2], sys.argv[3]
-        pid = free_pid()
 
         def first():
             # Written through a data syscall of a traced process at fd 50: the kernel notes
@@ -219,22 +221,32 @@ def main():
             for _ in range(3):
                 os.write(PID_REUSE_FD, b"GET /not-tcp HTTP/1.1\r\n\r\n")
 
-        assert fork_with_pid(pid, first) == 0
         s = connect(host, port)
         os.dup2(s.fileno(), PID_REUSE_FD)
         s.close()
-        print(f"pid {pid}", flush=True)
         r, w = os.pipe()
-        assert not os.path.exists(f"/proc/{pid}")
 
         def second():
             # The same pid and fd number, now a TCP connection sonde never saw being opened.
             os.write(PID_REUSE_FD, b"GET /pid-reuse HTTP/1.1\r\nHost: test\r\n\r\n")
             os.write(w, os.read(PID_REUSE_FD, 65536))
 
-        assert fork_with_pid(pid, second) == 0
+        # Another process may take the pid between the two children: start again elsewhere
+        # (a child that did not get its pid exits without touching fd 50).
+        for _ in range(50):
+            pid = free_pid()
+            if fork_with_pid(pid, first) != 0:
+                continue
+            code = fork_with_pid(pid, second)
+            if code is None:
+                continue
+            assert code == 0
+            break
+        else:
+            sys.exit("could not fork two processes with one pid")
         os.close(w)
         resp = os.read(r, 65536)
+        print(f"pid {pid}", flush=True)
         print("recv " + resp.hex(), flush=True)
     else:
         sys.exit("unknown mode " + mode)
