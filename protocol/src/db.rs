@@ -28,7 +28,24 @@
 //! a resync until a second quiet point confirms the pairing would close this; it is not done.
 //! Connections seen from their start are not affected.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 pub use crate::http1::{EndReason, Side};
+
+use crate::mem;
+
+/// Bytes of prepared statement text one PostgreSQL or MySQL connection keeps: the texts of its
+/// statements, and of PostgreSQL portals whose statement is gone, each text counted once
+/// however many statements, portals and operations share it. Past it the least recently used
+/// texts are let go (counted, and their executions report no text, never another's).
+///
+/// Without it, the client decides: 1,024 statements (`Limits::max_statements`) of 64 KiB
+/// (`Limits::max_message_bytes`) are 64 MiB on one connection, and as many again when each
+/// PostgreSQL portal kept a copy of its statement's text. 1 MiB holds an application's usual working set many times over (pgx caches 512
+/// statements, most under 1 KiB) while one connection can fill at most 1/64 of the agent's
+/// default state budget (`[capture] state_budget_bytes`, 64 MiB).
+pub const MAX_STATEMENT_BYTES: usize = 1024 * 1024;
 
 /// Where a message (or a group of messages) lies in its direction's stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -73,8 +90,10 @@ pub struct Limits {
     /// Requests awaiting their answer (pipelining); past it the oldest is dropped
     /// (default 256, at least 1).
     pub max_pending: usize,
-    /// Prepared statements remembered per connection (default 1024); past it new ones are
-    /// not remembered (their executions report no text).
+    /// Prepared statements remembered per connection, and PostgreSQL portals (default 1024
+    /// of each). Past it the least recently used is let go: counted (a `statement_evicted` or
+    /// `portal_evicted` error event), and its executions report no text, marked
+    /// `query_evicted`. Their texts are bounded by [`MAX_STATEMENT_BYTES`] too.
     pub max_statements: usize,
     /// Nesting depth of RESP aggregates (default 32).
     pub max_depth: usize,
@@ -201,10 +220,154 @@ impl Body {
     }
 }
 
-/// Lossy UTF-8, at most `max` bytes (cut at a character boundary).
+/// Lossy UTF-8 of at most `max` input bytes (invalid bytes become U+FFFD, so the text may be
+/// longer than `max`: see [`text_within`]).
 pub(crate) fn text(bytes: &[u8], max: usize) -> String {
     let s = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
     s.into_owned()
+}
+
+/// Lossy UTF-8 of `bytes`, at most `max` bytes of text (cut at a character boundary), and
+/// whether it was cut: invalid bytes each become a 3-byte U+FFFD, so without the cut a text
+/// could be three times the bytes read.
+pub(crate) fn text_within(bytes: &[u8], max: usize) -> (String, bool) {
+    let mut s = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned();
+    if s.len() <= max {
+        return (s, bytes.len() > max);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    (s, true)
+}
+
+/// An operation's share of the heap bytes of a text it may share with others (statements,
+/// operations): the text's length over the number of holders, so that the shares add up to
+/// about the text once.
+pub(crate) fn shared_bytes(text: Option<&Arc<str>>) -> usize {
+    text.map_or(0, |t| t.len() / Arc::strong_count(t))
+}
+
+/// Which text of a [`Texts`] table.
+pub(crate) type TextId = u64;
+
+/// The prepared statement texts of one connection, each kept once with the number of
+/// statements and portals that refer to it, within [`MAX_STATEMENT_BYTES`]. The parser keeps
+/// its names (statement, portal, statement id) beside it, pointing here by [`TextId`], and
+/// makes room before it adds ([`Texts::fits`], [`Texts::least_used`]).
+#[derive(Debug, Default)]
+pub(crate) struct Texts {
+    held: HashMap<TextId, Held>,
+    next_id: TextId,
+    /// A clock of uses: each add or use takes the next tick.
+    clock: u64,
+    /// Bytes of the texts held: at most `MAX_STATEMENT_BYTES`.
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Held {
+    text: Arc<str>,
+    truncated: bool,
+    /// Statements and portals that refer to it; it goes with the last.
+    refs: u32,
+    /// The tick of its last preparation, bind or execution.
+    used: u64,
+}
+
+impl Texts {
+    /// Bytes of the texts held (each once).
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// A text of `len` bytes can be added without going over [`MAX_STATEMENT_BYTES`].
+    pub(crate) fn fits(&self, len: usize) -> bool {
+        self.bytes.saturating_add(len) <= MAX_STATEMENT_BYTES
+    }
+
+    /// Keeps `text`, referred to once. The caller made room ([`Texts::fits`]).
+    pub(crate) fn add(&mut self, text: Arc<str>, truncated: bool) -> TextId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.bytes += text.len();
+        let used = self.tick();
+        self.held.insert(
+            id,
+            Held {
+                text,
+                truncated,
+                refs: 1,
+                used,
+            },
+        );
+        id
+    }
+
+    /// One more statement or portal refers to `id`; it counts as a use.
+    pub(crate) fn retain(&mut self, id: TextId) {
+        let used = self.tick();
+        if let Some(h) = self.held.get_mut(&id) {
+            h.refs += 1;
+            h.used = used;
+        }
+    }
+
+    /// One statement or portal less refers to `id`: the last one lets the text go.
+    pub(crate) fn release(&mut self, id: TextId) {
+        if let Some(h) = self.held.get_mut(&id) {
+            h.refs = h.refs.saturating_sub(1);
+            if h.refs == 0 {
+                self.evict(id);
+            }
+        }
+    }
+
+    /// The text of `id` (shared, not copied) and whether it was cut; a use.
+    pub(crate) fn get(&mut self, id: TextId) -> Option<(Arc<str>, bool)> {
+        let used = self.tick();
+        let h = self.held.get_mut(&id)?;
+        h.used = used;
+        Some((Arc::clone(&h.text), h.truncated))
+    }
+
+    /// When `id` was last used (`None` once let go).
+    pub(crate) fn last_use(&self, id: TextId) -> Option<u64> {
+        self.held.get(&id).map(|h| h.used)
+    }
+
+    /// The text used least recently.
+    pub(crate) fn least_used(&self) -> Option<TextId> {
+        self.held
+            .iter()
+            .min_by_key(|(_, h)| h.used)
+            .map(|(id, _)| *id)
+    }
+
+    /// Lets `id` go whoever refers to it (the caller forgets those references).
+    pub(crate) fn evict(&mut self, id: TextId) {
+        if let Some(h) = self.held.remove(&id) {
+            self.bytes -= h.text.len();
+        }
+    }
+
+    /// A tick of the use clock, for names the parser orders by use itself (portals).
+    pub(crate) fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.held.clear();
+        self.bytes = 0;
+    }
+
+    /// Heap bytes: the table and the texts.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        mem::hash_map(&self.held) + self.bytes
+    }
 }
 
 /// The quiet-point rule of the module docs, one per connection.
@@ -281,6 +444,40 @@ mod tests {
         for (b, want) in cases {
             assert_eq!(detect(b), *want, "{b:?}");
         }
+    }
+
+    #[test]
+    fn text_within_cuts_what_invalid_bytes_grow() {
+        use super::text_within;
+        assert_eq!(text_within(b"SELECT 1", 64), ("SELECT 1".to_owned(), false));
+        assert_eq!(text_within(b"SELECT 1", 6), ("SELECT".to_owned(), true));
+        // Three U+FFFD are 9 bytes: 7 keep two whole ones.
+        assert_eq!(
+            text_within(&[0xff; 3], 7),
+            ("\u{fffd}\u{fffd}".to_owned(), true)
+        );
+        assert_eq!(text_within("é".as_bytes(), 1), (String::new(), true));
+    }
+
+    #[test]
+    fn texts_are_kept_once_and_go_with_their_last_reference() {
+        use super::{MAX_STATEMENT_BYTES, Texts};
+        use std::sync::Arc;
+        let mut t = Texts::default();
+        let a = t.add(Arc::from("SELECT a"), false);
+        let b = t.add(Arc::from("SELECT bb"), true);
+        t.retain(a);
+        assert_eq!(t.bytes(), 17);
+        t.release(a);
+        assert_eq!(t.bytes(), 17, "one reference left");
+        // b was used last: a goes first.
+        assert_eq!(t.get(b).map(|(q, cut)| (q.len(), cut)), Some((9, true)));
+        assert_eq!(t.least_used(), Some(a));
+        t.release(a);
+        assert_eq!((t.bytes(), t.get(a)), (9, None));
+        assert!(t.fits(MAX_STATEMENT_BYTES - 9) && !t.fits(MAX_STATEMENT_BYTES - 8));
+        t.evict(b);
+        assert_eq!((t.bytes(), t.least_used()), (0, None));
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! parsers never read passwords (PostgreSQL password messages, MySQL auth data, Redis `AUTH`
 //! arguments).
 
+use std::sync::Arc;
+
 use sonde_model::{KeyValue, SpanKind, Status, StatusCode};
 use sonde_proto::Direction;
 use sonde_protocol::{
@@ -74,7 +76,9 @@ struct Op {
     /// without SQL).
     operation: Option<String>,
     /// SQL as sent, for SQL systems.
-    sql: Option<String>,
+    sql: Option<Arc<str>>,
+    /// The text is unknown because the parser let the statement go at its limits.
+    query_evicted: bool,
     /// Already-sanitised text (Redis).
     text: Option<String>,
     namespace: Option<String>,
@@ -137,6 +141,7 @@ impl Db {
                                 operation: (op.kind == PgOpKind::FunctionCall)
                                     .then(|| "FUNCTION CALL".to_owned()),
                                 sql: op.query,
+                                query_evicted: op.query_evicted,
                                 text: None,
                                 namespace: self.namespace.clone(),
                                 rows: Some(op.data_rows).filter(|n| *n > 0).or(op.rows),
@@ -171,6 +176,7 @@ impl Db {
                                     op.command.as_str().trim_start_matches("COM_").to_owned()
                                 }),
                                 sql: op.query.filter(|_| sql_command),
+                                query_evicted: op.query_evicted && sql_command,
                                 text: None,
                                 namespace: op.database.or_else(|| self.namespace.clone()),
                                 // A result set of no rows (ended by EOF, no OK) is 0 rows.
@@ -201,6 +207,7 @@ impl Db {
                         RedisEvent::Operation(op) => ops.push(Op {
                             operation: Some(op.command.clone()),
                             sql: None,
+                            query_evicted: false,
                             text: Some(op.query_text()),
                             namespace: op.database.map(|d| d.to_string()),
                             rows: None,
@@ -286,6 +293,9 @@ impl Db {
         });
         if let Some(t) = text {
             push(&mut attrs, "db.query.text", t);
+        }
+        if op.query_evicted {
+            push(&mut attrs, "sonde.db.query_evicted", true);
         }
         if let Some(n) = op.rows {
             push(&mut attrs, "db.response.returned_rows", n as i64);

@@ -1,11 +1,15 @@
 //! One [`MyConn`] per connection: the handshake, then commands and their answers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::error::{ErrorKind, ParseError};
 use super::packet::{Item, Msg, Reader};
+use super::prepared::Prepared;
 use super::{Command, Handshake, MyError, MyEvent, MyOperation, MyStop, caps};
-use crate::db::{EndReason, Extent, Incomplete, Limits, Quiet, Side, text};
+use crate::db::{
+    EndReason, Extent, Incomplete, Limits, Quiet, Side, shared_bytes, text, text_within,
+};
 use crate::mem;
 
 /// Bytes kept of an answer packet: enough for OK, EOF, ERR and prepare-OK packets.
@@ -41,7 +45,7 @@ pub struct MyConn {
     /// Sequence id the next auth packet from the server must have.
     auth_seq: u8,
     pending: VecDeque<Cmd>,
-    statements: HashMap<u32, (String, bool)>,
+    prepared: Prepared,
     database: Option<String>,
     quiet: Quiet,
     synced: bool,
@@ -93,7 +97,7 @@ impl Cmd {
     /// Heap bytes its operation's strings hold.
     fn heap_bytes(&self) -> usize {
         let op = &self.op;
-        mem::opt_string(op.query.as_ref())
+        shared_bytes(op.query.as_ref())
             + mem::opt_string(op.database.as_ref())
             + op.error.as_ref().map_or(0, error_heap_bytes)
             + self
@@ -120,7 +124,7 @@ impl MyConn {
             shared_caps: 0,
             auth_seq: 0,
             pending: VecDeque::new(),
-            statements: HashMap::new(),
+            prepared: Prepared::default(),
             database: None,
             quiet: Quiet::default(),
             synced: true,
@@ -217,11 +221,10 @@ impl MyConn {
     /// estimate from capacities and sizes, cheap to compute (no allocation).
     ///
     /// Here: both directions' partial packets, the prepared statements with their texts, the
-    /// pending commands with their texts and errors, the handshake not yet reported and the
-    /// current database name. O(statements + pending). `size_of::<MyConn>()` itself is not
-    /// included.
+    /// pending commands with their texts (a text shared with others counted in part) and
+    /// errors, the handshake not yet reported and the current database name.
+    /// O(statements + pending). `size_of::<MyConn>()` itself is not included.
     pub fn heap_bytes(&self) -> usize {
-        let statements: usize = self.statements.values().map(|(q, _)| q.capacity()).sum();
         let pending: usize = self.pending.iter().map(Cmd::heap_bytes).sum();
         let handshake = self.handshake.as_ref().map_or(0, |h| {
             std::mem::size_of::<Handshake>()
@@ -232,8 +235,7 @@ impl MyConn {
         });
         self.req.heap_bytes()
             + self.resp.heap_bytes()
-            + mem::hash_map(&self.statements)
-            + statements
+            + self.prepared.heap_bytes()
             + mem::deque(&self.pending)
             + pending
             + handshake
@@ -247,7 +249,13 @@ impl MyConn {
 
     /// Prepared statements remembered (at most `max_statements`).
     pub fn statements(&self) -> usize {
-        self.statements.len()
+        self.prepared.statements()
+    }
+
+    /// Bytes of statement text remembered (at most
+    /// [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES)).
+    pub fn statement_bytes(&self) -> usize {
+        self.prepared.text_bytes()
     }
 
     /// The parser knows where it is in both directions.
@@ -336,7 +344,7 @@ impl MyConn {
     fn lose_sync(&mut self, side: Side, kind: ErrorKind, offset: u64, out: &mut Vec<MyEvent>) {
         out.push(MyEvent::Error(ParseError { side, offset, kind }));
         self.abandon(Incomplete::LostSync, out);
-        self.statements.clear();
+        self.prepared.clear();
         // A lost COM_INIT_DB or USE may have changed it.
         self.database = None;
         self.req.lose();
@@ -472,6 +480,7 @@ impl MyConn {
             command,
             query: None,
             query_truncated: false,
+            query_evicted: false,
             statement_id: None,
             database: self.database.clone(),
             request: Extent {
@@ -491,30 +500,32 @@ impl MyConn {
             0x01 | 0x18 => return,
             0x19 => {
                 if let Some(id) = u32_at(args, 0) {
-                    self.statements.remove(&id);
+                    self.prepared.close(id);
                 }
                 return;
             }
             0x03 | 0x16 => {
-                let q = text(args, usize::MAX);
+                let (q, cut) = text_within(args, self.limits.max_message_bytes);
                 if byte == 0x03 {
                     init_db = use_statement(&q);
                 }
-                op.query = Some(q);
-                op.query_truncated = truncated;
+                op.query = Some(Arc::from(q));
+                op.query_truncated = truncated || cut;
             }
             // The new user's database is in the auth data's neighbourhood: not read.
             0x11 => init_db = Some(None),
             0x02 => {
                 let db = text(args, 256);
-                op.query = Some(db.clone());
+                op.query = Some(Arc::from(db.as_str()));
                 init_db = Some(Some(db));
             }
             0x17 | 0x1a | 0x1c => {
                 op.statement_id = u32_at(args, 0);
-                if let Some((q, t)) = op.statement_id.and_then(|id| self.statements.get(&id)) {
-                    op.query = Some(q.clone());
-                    op.query_truncated = *t;
+                if let Some(id) = op.statement_id {
+                    let run = self.prepared.execute(id);
+                    op.query = run.query;
+                    op.query_truncated = run.truncated;
+                    op.query_evicted = run.evicted;
                 }
             }
             _ => {}
@@ -654,11 +665,16 @@ impl MyConn {
                     // STMT_PREPARE_OK and the definitions after it describe the statement:
                     // no rows and no result (the rows come with COM_STMT_EXECUTE).
                     c.op.statement_id = id;
-                    if let (Some(id), Some(q)) = (id, c.op.query.clone())
-                        && (self.statements.len() < self.limits.max_statements
-                            || self.statements.contains_key(&id))
-                    {
-                        self.statements.insert(id, (q, c.op.query_truncated));
+                    if let (Some(id), Some(q)) = (id, c.op.query.clone()) {
+                        let max = self.limits.max_statements;
+                        let truncated = c.op.query_truncated;
+                        for _ in 0..self.prepared.prepare(id, q, truncated, max) {
+                            out.push(MyEvent::Error(ParseError {
+                                side: Side::Response,
+                                offset: m.first,
+                                kind: ErrorKind::StatementEvicted,
+                            }));
+                        }
                     }
                     c.answer = if params > 0 {
                         Answer::Params { params, cols }

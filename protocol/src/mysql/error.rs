@@ -1,5 +1,7 @@
 //! Errors of the MySQL parser: events, counted by [`ErrorKind::as_str`]; the connection loses
-//! its place and finds it again at a quiet point (see [`crate::db`]).
+//! its place and finds it again at a quiet point (see [`crate::db`]). One is a limit reached,
+//! not a place lost: [`ErrorKind::StatementEvicted`] counts a statement the parser let go, and
+//! parsing goes on in place.
 
 use crate::db::Side;
 
@@ -45,6 +47,11 @@ pub enum ErrorKind {
     /// The connection ended inside a packet.
     #[error("connection ended inside a packet")]
     Truncated,
+    /// A prepared statement was let go to stay within `Limits::max_statements` or
+    /// [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES), or was not kept; its
+    /// executions report no text. Not a loss of place.
+    #[error("prepared statement let go at the connection's limit")]
+    StatementEvicted,
 }
 
 impl ErrorKind {
@@ -60,6 +67,7 @@ impl ErrorKind {
             Self::Desync => "desync",
             Self::Gap => "gap",
             Self::Truncated => "truncated",
+            Self::StatementEvicted => "statement_evicted",
         }
     }
 }

@@ -20,6 +20,12 @@
 //! Sequence ids are checked: every answer packet must be the next one, which is also how a
 //! connection joined midway confirms it found its place.
 //!
+//! Prepared statements are remembered by id, their text shared by the operations that execute
+//! them (one copy), within `Limits::max_statements` statements and
+//! [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES) of text: past either the least
+//! recently used is let go (one [`ErrorKind::StatementEvicted`] event each, parsing goes on),
+//! and its executions have no text and [`MyOperation::query_evicted`] set.
+//!
 //! A session that negotiated `CLIENT_COMPRESS` is detected at the end of authentication and no
 //! longer parsed ([`MyStop::Compressed`]); one that switched to TLS ([`MyStop::Tls`]) comes
 //! through the TLS probes.
@@ -27,9 +33,12 @@
 mod conn;
 mod error;
 mod packet;
+mod prepared;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
 
 pub use conn::MyConn;
 pub use error::{ErrorKind, ParseError};
@@ -145,10 +154,15 @@ pub struct MyOperation {
     /// The command.
     pub command: Command,
     /// The SQL text (`COM_QUERY`, `COM_STMT_PREPARE`, and `COM_STMT_EXECUTE` through its
-    /// statement id; not sanitised: see [`crate::sql`]), or the schema of `COM_INIT_DB`.
-    pub query: Option<String>,
+    /// statement id, shared with the statement; not sanitised: see [`crate::sql`]), or the
+    /// schema of `COM_INIT_DB`.
+    pub query: Option<Arc<str>>,
     /// The text was longer than `Limits::max_message_bytes` and was cut.
     pub query_truncated: bool,
+    /// `query` is `None` because the statement's text was let go to keep the connection
+    /// within `Limits::max_statements` or [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES)
+    /// (or an id the parser no longer knows was executed after it let some go).
+    pub query_evicted: bool,
     /// The prepared statement (assigned by the server's answer to `COM_STMT_PREPARE`).
     pub statement_id: Option<u32>,
     /// The default database when the command was sent, if known.

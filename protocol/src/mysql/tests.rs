@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use super::*;
 
 fn pkt(seq: u8, payload: &[u8]) -> Vec<u8> {
@@ -77,7 +79,11 @@ impl T {
         self.send(Side::Response, parts)
     }
     fn logged_in(caps: u32) -> Self {
+        Self::logged_in_with(Limits::default(), caps)
+    }
+    fn logged_in_with(limits: Limits, caps: u32) -> Self {
         let mut t = Self::new();
+        t.conn = MyConn::new(limits);
         t.resp(&[greeting(caps)]);
         t.req(&[login(caps, b"SECRETAUTHDATA", "shop")]);
         t.resp(&[ok(2, 0, 2)]);
@@ -301,7 +307,7 @@ fn sixteen_mib_split_is_one_message() {
     let ops = t.ops();
     assert_eq!(ops.len(), 1, "{:?}", t.errors());
     assert!(ops[0].query_truncated);
-    assert_eq!(ops[0].query.as_ref().map(String::len), Some(64 * 1024 - 1));
+    assert_eq!(ops[0].query.as_deref().map(str::len), Some(64 * 1024 - 1));
     assert_eq!(
         ops[0].request.last,
         ops[0].request.first + 0xff_ffff + 4 + 4 + 10 - 1
@@ -412,4 +418,118 @@ fn heap_bytes_sees_statements_and_partial_packets() {
     assert_eq!(t.conn.buffered(Side::Request), 20_000);
     let partial = t.conn.heap_bytes() - held;
     assert!((20_000..40_000).contains(&partial), "{partial}");
+}
+
+/// A statement text of `len` bytes that says which one it is.
+fn big_text(i: u32, len: usize) -> String {
+    let head = format!("SELECT {i:03} /* ");
+    format!("{head}{}", "x".repeat(len - head.len()))
+}
+
+impl T {
+    /// `COM_STMT_PREPARE` of `q`, answered as statement `id` (no parameters, no columns).
+    fn prepare(&mut self, id: u32, q: &str) {
+        self.req(&[pkt(0, &[&[0x16][..], q.as_bytes()].concat())]);
+        let mut answer = vec![0];
+        answer.extend_from_slice(&id.to_le_bytes());
+        answer.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]);
+        self.resp(&[pkt(1, &answer)]);
+    }
+
+    /// `COM_STMT_EXECUTE` of statement `id`, answered OK; the operation it gave.
+    fn execute(&mut self, id: u32) -> MyOperation {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&[0, 1, 0, 0, 0]);
+        self.req(&[pkt(0, &p)]);
+        self.resp(&[ok(1, 0, 2)]);
+        match self.out.last() {
+            Some(MyEvent::Operation(op)) => (**op).clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Forty 60 kB statements: no more than `MAX_STATEMENT_BYTES` of them is kept, the least
+/// recently used going first, each counted; an evicted one still gives its operation, with
+/// no text and marked.
+#[test]
+fn many_large_statements_stay_within_the_byte_cap() {
+    use crate::db::MAX_STATEMENT_BYTES;
+    let mut t = T::logged_in(BASE | caps::DEPRECATE_EOF);
+    let fit = MAX_STATEMENT_BYTES / 60_000;
+    for id in 1..=40u32 {
+        t.prepare(id, &big_text(id, 60_000));
+        assert!(t.conn.statement_bytes() <= MAX_STATEMENT_BYTES);
+        // Statement 1 is executed between preparations: the least recently used go, not
+        // the oldest.
+        if id % 4 == 0 {
+            t.execute(1);
+        }
+    }
+    assert_eq!(t.conn.statements(), fit);
+    assert_eq!(t.conn.statement_bytes(), fit * 60_000);
+    let evicted = t.errors();
+    assert_eq!(evicted.len(), 40 - fit, "{evicted:?}");
+    assert!(evicted.iter().all(|k| *k == "statement_evicted"));
+    let held = t.conn.heap_bytes();
+    assert!(held < MAX_STATEMENT_BYTES + 64 * 1024, "{held}");
+
+    let one = t.execute(1);
+    assert_eq!(one.query.as_deref(), Some(&*big_text(1, 60_000)));
+    assert!(!one.query_evicted);
+    assert_eq!(t.execute(40).query.as_deref(), Some(&*big_text(40, 60_000)));
+    let two = t.execute(2);
+    assert_eq!(
+        (two.query.as_deref(), two.query_evicted, two.statement_id),
+        (None, true, Some(2))
+    );
+    assert_eq!((two.affected_rows, two.error), (Some(0), None));
+}
+
+/// Executions share their statement's text with the preparation: one copy, whatever the
+/// number of executions waiting for their answer.
+#[test]
+fn executions_share_their_statements_text() {
+    let mut t = T::logged_in(BASE | caps::DEPRECATE_EOF);
+    let q = big_text(5, 60_000);
+    t.prepare(5, &q);
+    t.execute(5);
+    t.execute(5);
+    let ops = t.ops();
+    let [prepare, a, b] = &ops[..] else {
+        panic!("{:?}", t.out)
+    };
+    let texts = [&prepare.query, &a.query, &b.query].map(|q| q.clone().expect("a text"));
+    assert_eq!(&*texts[0], q);
+    assert!(Arc::ptr_eq(&texts[0], &texts[1]) && Arc::ptr_eq(&texts[1], &texts[2]));
+    assert_eq!(t.conn.statement_bytes(), 60_000);
+}
+
+/// Past `max_statements`, the least recently used statement is let go, counted, and its
+/// executions are marked; a statement closed or never seen is not said to be evicted
+/// before anything was.
+#[test]
+fn past_the_count_limit_the_least_recently_used_goes() {
+    let limits = Limits {
+        max_statements: 2,
+        ..Limits::default()
+    };
+    let mut t = T::logged_in_with(limits, BASE | caps::DEPRECATE_EOF);
+    let unknown = t.execute(9);
+    assert_eq!((unknown.query, unknown.query_evicted), (None, false));
+    t.prepare(1, "SELECT 'a'");
+    t.prepare(2, "SELECT 'b'");
+    assert_eq!(t.execute(1).query.as_deref(), Some("SELECT 'a'"));
+    t.prepare(3, "SELECT 'c'");
+    assert_eq!(t.errors(), ["statement_evicted"]);
+    assert_eq!(t.conn.statements(), 2);
+    let two = t.execute(2);
+    assert_eq!((two.query, two.query_evicted), (None, true));
+    assert_eq!(t.execute(1).query.as_deref(), Some("SELECT 'a'"));
+    assert_eq!(t.execute(3).query.as_deref(), Some("SELECT 'c'"));
+    // Closed: its bytes go with it.
+    let before = t.conn.statement_bytes();
+    t.req(&[pkt(0, &[0x19, 3, 0, 0, 0])]);
+    assert_eq!(t.conn.statement_bytes(), before - "SELECT 'c'".len());
 }

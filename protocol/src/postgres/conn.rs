@@ -1,21 +1,26 @@
 //! The public face of the parser: one [`PgConn`] per connection, and the pairing of answers
 //! with the request messages that asked for them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::error::{ErrorKind, ParseError};
+use super::prepared::{Evicted, Prepared};
 use super::reader::{CANCEL, GSSENC, Item, Msg, PROTOCOL_3, Reader, SSL};
 use super::{
     CopyDirection, PgCopy, PgError, PgEvent, PgOpKind, PgOperation, PgOutcome, PgStop, Startup,
 };
-use crate::db::{EndReason, Extent, Incomplete, Limits, Quiet, Side, text};
+use crate::db::{
+    EndReason, Extent, Incomplete, Limits, Quiet, Side, shared_bytes, text, text_within,
+};
 use crate::mem;
 
 /// The PostgreSQL state of one connection, both directions.
 ///
 /// Feed each direction's bytes in stream order with [`PgConn::data`] (and the two directions
 /// in the order they happened), report what was not captured with [`PgConn::gap`], and end
-/// with [`PgConn::close`]. Nothing panics, whatever the bytes; memory stays within [`Limits`].
+/// with [`PgConn::close`]. Nothing panics, whatever the bytes; memory stays within [`Limits`]
+/// and [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES) of statement text.
 ///
 /// ```
 /// use sonde_protocol::postgres::{EndReason, Limits, PgConn, PgEvent, Side};
@@ -47,8 +52,7 @@ pub struct PgConn {
     ops: VecDeque<Op>,
     next_id: u64,
     group: Option<Group>,
-    statements: HashMap<String, Text>,
-    portals: HashMap<String, Portal>,
+    prepared: Prepared,
     startup: Option<Box<Startup>>,
     encryption: Option<PgStop>,
     skipping: bool,
@@ -59,18 +63,6 @@ pub struct PgConn {
     report_lost: bool,
     ended: bool,
     stopped: bool,
-}
-
-#[derive(Clone, Debug)]
-struct Text {
-    text: String,
-    truncated: bool,
-}
-
-#[derive(Clone, Debug)]
-struct Portal {
-    text: Option<Text>,
-    statement: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,8 +111,7 @@ impl PgConn {
             ops: VecDeque::new(),
             next_id: 0,
             group: None,
-            statements: HashMap::new(),
-            portals: HashMap::new(),
+            prepared: Prepared::default(),
             startup: None,
             encryption: None,
             skipping: false,
@@ -213,24 +204,11 @@ impl PgConn {
     /// estimate from capacities and sizes, cheap to compute (no allocation).
     ///
     /// Here: both directions' partial message bodies, the prepared statements and portals
-    /// with their names and texts, the pending operations with their texts and errors, the
-    /// answer slots, and a startup packet not yet answered. O(statements + portals + pending).
-    /// `size_of::<PgConn>()` itself is not included.
+    /// with their names and texts (each text once), the pending operations with their texts
+    /// (a text shared with others counted in part) and errors, the answer slots, and a startup
+    /// packet not yet answered. O(statements + portals + pending). `size_of::<PgConn>()`
+    /// itself is not included.
     pub fn heap_bytes(&self) -> usize {
-        let statements: usize = self
-            .statements
-            .iter()
-            .map(|(name, t)| name.capacity() + t.text.capacity())
-            .sum();
-        let portals: usize = self
-            .portals
-            .iter()
-            .map(|(name, p)| {
-                name.capacity()
-                    + p.statement.capacity()
-                    + p.text.as_ref().map_or(0, |t| t.text.capacity())
-            })
-            .sum();
         let ops: usize = self.ops.iter().map(|o| op_heap_bytes(&o.op)).sum();
         let startup = self.startup.as_ref().map_or(0, |s| {
             std::mem::size_of::<Startup>()
@@ -242,10 +220,7 @@ impl PgConn {
         });
         self.req.heap_bytes()
             + self.resp.heap_bytes()
-            + mem::hash_map(&self.statements)
-            + statements
-            + mem::hash_map(&self.portals)
-            + portals
+            + self.prepared.heap_bytes()
             + mem::deque(&self.ops)
             + ops
             + mem::deque(&self.slots)
@@ -259,7 +234,18 @@ impl PgConn {
 
     /// Prepared statements remembered (at most `max_statements`).
     pub fn statements(&self) -> usize {
-        self.statements.len()
+        self.prepared.statements()
+    }
+
+    /// Portals remembered (at most `max_statements`).
+    pub fn portals(&self) -> usize {
+        self.prepared.portals()
+    }
+
+    /// Bytes of statement text remembered for the statements and portals, each text once (at
+    /// most [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES)).
+    pub fn statement_bytes(&self) -> usize {
+        self.prepared.text_bytes()
     }
 
     /// The parser knows where it is in both directions.
@@ -346,8 +332,7 @@ impl PgConn {
     fn lose_sync(&mut self, side: Side, kind: ErrorKind, offset: u64, out: &mut Vec<PgEvent>) {
         error(out, side, kind, offset);
         self.abandon(Incomplete::LostSync, out);
-        self.statements.clear();
-        self.portals.clear();
+        self.prepared.clear();
         self.req.lose();
         self.resp.lose();
         self.synced = false;
@@ -417,6 +402,7 @@ impl PgConn {
                 kind,
                 query: None,
                 query_truncated: false,
+                query_evicted: false,
                 statement: None,
                 portal: None,
                 request: Extent { first, last },
@@ -488,9 +474,10 @@ impl PgConn {
                 self.end_unsynced_group(first, out);
                 let id = self.new_op(PgOpKind::Query, first, last);
                 let (q, rest) = cstr(body);
-                let truncated = msg.truncated && rest.is_none();
+                let (q, cut) = text_within(q, self.limits.max_message_bytes);
+                let truncated = cut || (msg.truncated && rest.is_none());
                 if let Some(op) = self.op_mut(Some(id)) {
-                    op.query = Some(text(q, usize::MAX));
+                    op.query = Some(Arc::from(q));
                     op.query_truncated = truncated;
                 }
                 self.push_slot(SlotKind::Query, Some(id), first, out);
@@ -504,22 +491,21 @@ impl PgConn {
                 let id = self.group(first, last);
                 let (name, rest) = cstr(body);
                 let (q, after) = cstr(rest.unwrap_or(&[]));
-                let t = Text {
-                    text: text(q, usize::MAX),
-                    truncated: msg.truncated && after.is_none(),
-                };
+                let (q, cut) = text_within(q, self.limits.max_message_bytes);
+                let q: Arc<str> = Arc::from(q);
+                let truncated = cut || (msg.truncated && after.is_none());
                 let name = text(name, 256);
-                if self.statements.len() < self.limits.max_statements
-                    || self.statements.contains_key(&name)
-                {
-                    self.statements.insert(name.clone(), t.clone());
-                }
+                let max = self.limits.max_statements;
+                let evicted = self
+                    .prepared
+                    .parse(name.clone(), Arc::clone(&q), truncated, max);
+                count_evicted(out, evicted, first);
                 if let Some(g) = &mut self.group {
                     g.has_parse = true;
                 }
                 if let Some(op) = self.op_mut(Some(id)) {
-                    op.query = Some(t.text);
-                    op.query_truncated = t.truncated;
+                    op.query = Some(q);
+                    op.query_truncated = truncated;
                     op.statement = (!name.is_empty()).then_some(name);
                     op.request = op.request.to(last);
                 }
@@ -530,13 +516,10 @@ impl PgConn {
                 let (portal, rest) = cstr(body);
                 let (stmt, _) = cstr(rest.unwrap_or(&[]));
                 let statement = text(stmt, 256);
-                let t = self.statements.get(&statement).cloned();
                 let portal = text(portal, 256);
-                if self.portals.len() < self.limits.max_statements
-                    || self.portals.contains_key(&portal)
-                {
-                    self.portals.insert(portal, Portal { text: t, statement });
-                }
+                let max = self.limits.max_statements;
+                let evicted = self.prepared.bind(portal, statement, max);
+                count_evicted(out, evicted, first);
                 if let Some(op) = self.op_mut(Some(id)) {
                     op.request = op.request.to(last);
                 }
@@ -554,19 +537,14 @@ impl PgConn {
                 self.group = None;
                 let (portal, _) = cstr(body);
                 let portal = text(portal, 256);
-                let p = self.portals.get(&portal).cloned();
+                let run = self.prepared.execute(&portal);
                 if let Some(op) = self.op_mut(Some(id)) {
                     op.kind = PgOpKind::Execute;
                     op.request = op.request.to(last);
-                    op.query = p
-                        .as_ref()
-                        .and_then(|p| p.text.as_ref())
-                        .map(|t| t.text.clone());
-                    op.query_truncated = p
-                        .as_ref()
-                        .and_then(|p| p.text.as_ref())
-                        .is_some_and(|t| t.truncated);
-                    op.statement = p.map(|p| p.statement).filter(|s| !s.is_empty());
+                    op.query = run.query;
+                    op.query_truncated = run.truncated;
+                    op.query_evicted = run.evicted;
+                    op.statement = run.statement;
                     op.portal = (!portal.is_empty()).then_some(portal);
                 }
                 self.push_slot(SlotKind::Execute, Some(id), first, out);
@@ -576,12 +554,8 @@ impl PgConn {
                 let (name, _) = cstr(name);
                 let name = text(name, 256);
                 match kind {
-                    b'S' => {
-                        self.statements.remove(&name);
-                    }
-                    b'P' => {
-                        self.portals.remove(&name);
-                    }
+                    b'S' => self.prepared.close_statement(&name),
+                    b'P' => self.prepared.close_portal(&name),
                     _ => {}
                 }
                 self.push_slot(SlotKind::Close, None, first, out);
@@ -921,12 +895,13 @@ impl PgConn {
     }
 }
 
-/// Heap bytes an operation's strings hold.
+/// Heap bytes an operation's strings hold (its share of a text it shares).
 fn op_heap_bytes(op: &PgOperation) -> usize {
-    let strings: usize = [&op.query, &op.statement, &op.portal, &op.command]
+    let strings: usize = [&op.statement, &op.portal, &op.command]
         .into_iter()
         .map(|s| mem::opt_string(s.as_ref()))
-        .sum();
+        .sum::<usize>()
+        + shared_bytes(op.query.as_ref());
     let error = match &op.outcome {
         PgOutcome::Error(e) => error_heap_bytes(e),
         _ => 0,
@@ -940,6 +915,16 @@ fn error_heap_bytes(e: &PgError) -> usize {
 
 fn error(out: &mut Vec<PgEvent>, side: Side, kind: ErrorKind, offset: u64) {
     out.push(PgEvent::Error(ParseError { side, offset, kind }));
+}
+
+/// One event per statement and portal let go by the message at `offset`.
+fn count_evicted(out: &mut Vec<PgEvent>, evicted: Evicted, offset: u64) {
+    for _ in 0..evicted.statements {
+        error(out, Side::Request, ErrorKind::StatementEvicted, offset);
+    }
+    for _ in 0..evicted.portals {
+        error(out, Side::Request, ErrorKind::PortalEvicted, offset);
+    }
 }
 
 /// A NUL-terminated string and what follows it (`None` when there is no NUL).

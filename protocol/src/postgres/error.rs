@@ -1,5 +1,7 @@
 //! Errors of the PostgreSQL parser. Like HTTP/1's, they are events: the parser reports one,
-//! drops what it cannot pair any more, and finds its place again (see [`crate::db`]).
+//! drops what it cannot pair any more, and finds its place again (see [`crate::db`]). Two are
+//! limits reached, not places lost: [`ErrorKind::StatementEvicted`] and
+//! [`ErrorKind::PortalEvicted`] count what the parser let go, and parsing goes on in place.
 
 use crate::db::Side;
 
@@ -51,6 +53,15 @@ pub enum ErrorKind {
     /// The connection ended inside a message.
     #[error("connection ended inside a message")]
     Truncated,
+    /// A prepared statement (or the text a portal kept of one) was let go to stay within
+    /// `Limits::max_statements` or [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES),
+    /// or was not kept; its executions report no text. Not a loss of place.
+    #[error("prepared statement let go at the connection's limit")]
+    StatementEvicted,
+    /// A portal was let go to stay within `Limits::max_statements` portals. Not a loss of
+    /// place.
+    #[error("portal let go at the connection's limit")]
+    PortalEvicted,
 }
 
 impl ErrorKind {
@@ -66,6 +77,8 @@ impl ErrorKind {
             Self::Desync => "desync",
             Self::Gap => "gap",
             Self::Truncated => "truncated",
+            Self::StatementEvicted => "statement_evicted",
+            Self::PortalEvicted => "portal_evicted",
         }
     }
 }

@@ -22,7 +22,13 @@
 //!
 //! Prepared statements and portals are remembered per connection (named and unnamed), so an
 //! `Execute` reports the text its statement was parsed from; a statement prepared before the
-//! observer joined has no text (`query` is `None`).
+//! observer joined has no text (`query` is `None`). A portal and the operations that run it
+//! share their statement's text (one copy). The client decides how many statements it keeps
+//! and how long they are, so the parser does not follow it past `Limits::max_statements`
+//! statements, as many portals, and [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES)
+//! of text: the least recently used are let go (one [`ErrorKind::StatementEvicted`] or
+//! [`ErrorKind::PortalEvicted`] event each, parsing goes on), and their executions have no
+//! text and [`PgOperation::query_evicted`] set.
 //!
 //! An `ErrorResponse` to a message of a pipelined batch ends the operation it belongs to with
 //! that error; the executions after it in the same batch never ran and are reported as
@@ -33,10 +39,13 @@
 
 mod conn;
 mod error;
+mod prepared;
 mod reader;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
 
 pub use conn::PgConn;
 pub use error::{ErrorKind, ParseError};
@@ -139,11 +148,16 @@ pub enum PgOutcome {
 pub struct PgOperation {
     /// How it was sent.
     pub kind: PgOpKind,
-    /// The SQL text as sent (not sanitised: see [`crate::sql`]); `None` when unknown (a
-    /// statement prepared before the observer joined, or a function call).
-    pub query: Option<String>,
+    /// The SQL text as sent (not sanitised: see [`crate::sql`]), shared with the statement it
+    /// was prepared as; `None` when unknown (a statement prepared before the observer joined,
+    /// one let go at the connection's limits, or a function call).
+    pub query: Option<Arc<str>>,
     /// The text was longer than `Limits::max_message_bytes` and was cut.
     pub query_truncated: bool,
+    /// `query` is `None` because the statement's text was let go to keep the connection
+    /// within `Limits::max_statements` or [`MAX_STATEMENT_BYTES`](crate::db::MAX_STATEMENT_BYTES)
+    /// (or a name the parser no longer knows was asked for after it let some go).
+    pub query_evicted: bool,
     /// The prepared statement's name, when it has one.
     pub statement: Option<String>,
     /// The portal's name, when it has one.

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use super::*;
 
 /// A regular message: tag, length, body.
@@ -545,4 +547,249 @@ fn heap_bytes_sees_statements_and_partial_messages() {
     assert_eq!(t.conn.buffered(Side::Request), 20_000);
     let partial = t.conn.heap_bytes() - held;
     assert!((20_000..40_000).contains(&partial), "{partial}");
+}
+
+fn parse_msg(name: &str, q: &str) -> Vec<u8> {
+    msg(b'P', &[cstr(name), cstr(q), vec![0, 0]].concat())
+}
+
+fn bind_msg(portal: &str, stmt: &str) -> Vec<u8> {
+    msg(b'B', &[cstr(portal), cstr(stmt), vec![0; 6]].concat())
+}
+
+fn exec_msg(portal: &str) -> Vec<u8> {
+    msg(b'E', &[cstr(portal), vec![0; 4]].concat())
+}
+
+fn sync() -> Vec<u8> {
+    msg(b'S', b"")
+}
+
+/// A statement text of `len` bytes that says which one it is.
+fn big_text(i: usize, len: usize) -> String {
+    let head = format!("SELECT {i:03} /* ");
+    format!("{head}{}", "x".repeat(len - head.len()))
+}
+
+impl T {
+    /// `Parse` + `Sync`, answered.
+    fn prepare(&mut self, name: &str, q: &str) {
+        self.req(&[parse_msg(name, q), sync()]);
+        self.resp(&[msg(b'1', b""), ready()]);
+    }
+
+    /// `Bind` + `Execute` + `Sync` of portal `portal`, answered; the operation it gave.
+    fn run(&mut self, portal: &str, stmt: &str) -> PgOperation {
+        self.req(&[bind_msg(portal, stmt), exec_msg(portal), sync()]);
+        self.resp(&[msg(b'2', b""), complete("SELECT 0"), ready()]);
+        match self.out.last() {
+            Some(PgEvent::Operation(op)) => (**op).clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Forty 60 kB statements: no more than `MAX_STATEMENT_BYTES` of them is kept, the least
+/// recently used going first, each counted; every preparation still reports its text.
+#[test]
+fn many_large_statements_stay_within_the_byte_cap() {
+    use crate::db::MAX_STATEMENT_BYTES;
+    let mut t = T::new().started();
+    let fit = MAX_STATEMENT_BYTES / 60_000;
+    assert_eq!(fit, 17);
+    for i in 0..40 {
+        t.prepare(&format!("s{i:02}"), &big_text(i, 60_000));
+        assert!(t.conn.statement_bytes() <= MAX_STATEMENT_BYTES);
+        // s00 is used between preparations: the least recently used go, not the oldest.
+        if i % 4 == 0 {
+            t.run("", "s00");
+        }
+    }
+    assert_eq!(t.conn.statements(), fit);
+    assert_eq!(t.conn.statement_bytes(), fit * 60_000);
+    let evicted = t.errors();
+    assert_eq!(evicted.len(), 40 - fit, "{evicted:?}");
+    assert!(evicted.iter().all(|k| *k == "statement_evicted"));
+    let held = t.conn.heap_bytes();
+    assert!(held < MAX_STATEMENT_BYTES + 64 * 1024, "{held}");
+    let prepared: Vec<_> = t
+        .ops()
+        .iter()
+        .filter(|o| o.kind == PgOpKind::Prepare)
+        .map(|o| o.query.as_deref().map(str::len))
+        .collect();
+    assert_eq!(prepared, vec![Some(60_000); 40]);
+
+    // The oldest but most used is still there; the newest too.
+    let s00 = t.run("", "s00");
+    assert_eq!(s00.query.as_deref(), Some(&*big_text(0, 60_000)));
+    assert!(!s00.query_evicted);
+    let s39 = t.run("p", "s39");
+    assert_eq!(s39.query.as_deref(), Some(&*big_text(39, 60_000)));
+    // An evicted one still gives its operation: no text, marked, never another's.
+    let s01 = t.run("", "s01");
+    assert_eq!(
+        (
+            s01.query.as_deref(),
+            s01.query_evicted,
+            s01.statement.as_deref()
+        ),
+        (None, true, Some("s01"))
+    );
+    assert_eq!(
+        (s01.command.as_deref(), s01.outcome),
+        (Some("SELECT"), PgOutcome::Ok)
+    );
+}
+
+/// A statement longer than the whole cap is not kept, and the text its name had before is
+/// not used for it.
+#[test]
+fn a_statement_over_the_cap_is_not_kept_and_never_takes_an_older_text() {
+    let limits = Limits {
+        max_message_bytes: 2 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let mut t = T::with(PgConn::new(limits)).started();
+    t.prepare("s", "SELECT 1");
+    assert_eq!(t.run("", "s").query.as_deref(), Some("SELECT 1"));
+    let huge = big_text(2, 1_500_000);
+    t.prepare("s", &huge);
+    assert_eq!(t.errors(), ["statement_evicted"]);
+    // The unnamed portal still holds the old text, until it is bound again.
+    assert_eq!((t.conn.statements(), t.conn.statement_bytes()), (0, 8));
+    let op = t.run("", "s");
+    assert_eq!((op.query.as_deref(), op.query_evicted), (None, true));
+    assert_eq!(t.conn.statement_bytes(), 0);
+    // Its preparation reported it, though.
+    let prepare = t.ops().into_iter().rfind(|o| o.kind == PgOpKind::Prepare);
+    assert_eq!(
+        prepare.and_then(|o| o.query.as_deref().map(str::len)),
+        Some(1_500_000)
+    );
+}
+
+/// A thousand portals bound to one 60 kB statement hold one copy of its text, and the
+/// operations that run them share it too.
+#[test]
+fn portals_share_their_statements_text() {
+    let mut t = T::new().started();
+    let q = big_text(7, 60_000);
+    t.prepare("s", &q);
+    let before = t.conn.heap_bytes();
+    let mut batch: Vec<Vec<u8>> = (0..1000).map(|i| bind_msg(&format!("p{i}"), "s")).collect();
+    batch.push(sync());
+    t.req(&batch);
+    let mut answer = vec![msg(b'2', b""); 1000];
+    answer.push(ready());
+    t.resp(&answer);
+    assert_eq!(t.conn.portals(), 1000);
+    assert_eq!(t.conn.statement_bytes(), 60_000);
+    let grown = t.conn.heap_bytes() - before;
+    assert!(grown < 200_000, "{grown}");
+    // Two executions in one batch: both pending at once, one text.
+    t.req(&[exec_msg("p1"), exec_msg("p999"), sync()]);
+    t.resp(&[complete("SELECT 0"), complete("SELECT 0"), ready()]);
+    let ops = t.ops();
+    let prepared = ops[0].query.as_ref().expect("the Parse's text");
+    let [a, b] = &ops[ops.len() - 2..] else {
+        panic!("{:?}", t.out)
+    };
+    let (a, b) = (
+        a.query.as_ref().expect("p1"),
+        b.query.as_ref().expect("p999"),
+    );
+    assert_eq!(&**a, q);
+    assert!(Arc::ptr_eq(a, b) && Arc::ptr_eq(a, prepared));
+    assert!(t.errors().is_empty(), "{:?}", t.errors());
+}
+
+/// A portal keeps the text it was bound to when its statement is prepared again or closed;
+/// the text then counts until the portal goes.
+#[test]
+fn a_portal_keeps_its_text_after_its_statement_changes() {
+    let mut t = T::new().started();
+    t.req(&[
+        parse_msg("", "SELECT 'first'"),
+        bind_msg("p1", ""),
+        parse_msg("", "SELECT 'second'"),
+        bind_msg("p2", ""),
+        exec_msg("p1"),
+        exec_msg("p2"),
+        sync(),
+    ]);
+    t.resp(&[
+        msg(b'1', b""),
+        msg(b'2', b""),
+        msg(b'1', b""),
+        msg(b'2', b""),
+        complete("SELECT 1"),
+        complete("SELECT 1"),
+        ready(),
+    ]);
+    let q: Vec<_> = t.ops().iter().map(|o| o.query.as_deref()).collect();
+    assert_eq!(q, [Some("SELECT 'first'"), Some("SELECT 'second'")]);
+    assert_eq!(t.conn.statement_bytes(), 14 + 15);
+    t.req(&[msg(b'C', b"Pp1\0"), sync()]);
+    t.resp(&[msg(b'3', b""), ready()]);
+    assert_eq!(t.conn.statement_bytes(), 15);
+    t.req(&[msg(b'C', b"S\0"), sync()]);
+    t.resp(&[msg(b'3', b""), ready()]);
+    assert_eq!(t.conn.statement_bytes(), 15, "p2 still holds it");
+    t.req(&[msg(b'C', b"Pp2\0"), sync()]);
+    t.resp(&[msg(b'3', b""), ready()]);
+    assert_eq!(t.conn.statement_bytes(), 0);
+}
+
+/// Past `max_statements` statements or portals, the least recently used is let go, counted,
+/// and its execution is marked.
+#[test]
+fn past_the_count_limits_the_least_recently_used_goes() {
+    let limits = Limits {
+        max_statements: 2,
+        ..Limits::default()
+    };
+    let mut t = T::with(PgConn::new(limits)).started();
+    t.prepare("a", "SELECT 'a'");
+    t.prepare("b", "SELECT 'b'");
+    assert_eq!(t.run("", "a").query.as_deref(), Some("SELECT 'a'"));
+    t.prepare("c", "SELECT 'c'");
+    assert_eq!(t.errors(), ["statement_evicted"]);
+    assert_eq!(t.conn.statements(), 2);
+    let b = t.run("", "b");
+    assert_eq!((b.query.as_deref(), b.query_evicted), (None, true));
+    assert_eq!(t.run("", "c").query.as_deref(), Some("SELECT 'c'"));
+    // Portals: the unnamed one and p1, then p2 lets the least recently used (p1) go.
+    assert_eq!(t.run("p1", "a").query.as_deref(), Some("SELECT 'a'"));
+    t.run("", "c");
+    t.run("p2", "c");
+    assert_eq!(t.errors(), ["statement_evicted", "portal_evicted"]);
+    assert_eq!(t.conn.portals(), 2);
+    t.req(&[exec_msg("p1"), sync()]);
+    t.resp(&[complete("SELECT 0"), ready()]);
+    let p1 = t.ops().last().copied().cloned().expect("p1");
+    assert_eq!((p1.query, p1.query_evicted), (None, true));
+}
+
+/// Statements the observer never saw prepared are unknown, not evicted.
+#[test]
+fn an_unknown_statement_is_not_said_to_be_evicted() {
+    let mut t = T::new().started();
+    let op = t.run("", "never_prepared");
+    assert_eq!((op.query, op.query_evicted), (None, false));
+}
+
+/// Invalid UTF-8 becomes U+FFFD (3 bytes for 1): the text is still cut at the message limit.
+#[test]
+fn an_invalid_utf8_text_stays_within_the_message_limit() {
+    let mut t = T::new().started();
+    let mut body = vec![0xff; 60_000];
+    body.push(0);
+    t.req(&[msg(b'Q', &body)]);
+    t.resp(&[complete("SELECT 1"), ready()]);
+    let ops = t.ops();
+    let q = ops[0].query.as_deref().expect("a text");
+    assert_eq!(q.len(), 64 * 1024 - 1, "whole characters only");
+    assert!(q.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+    assert!(ops[0].query_truncated);
 }
