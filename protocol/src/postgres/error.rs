@@ -65,6 +65,12 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Whether the parser lost its place (every kind but the limits reached, which let go of
+    /// a statement and parse on in place).
+    pub const fn loses_place(self) -> bool {
+        !matches!(self, Self::StatementEvicted | Self::PortalEvicted)
+    }
+
     /// A stable `snake_case` label.
     pub const fn as_str(self) -> &'static str {
         match self {
