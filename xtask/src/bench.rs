@@ -262,6 +262,8 @@ struct Sample {
     joined_per_req: Option<f64>,
     /// sonde's CPU per request by stage ([`STAGES`]), µs.
     stages: Option<Vec<f64>>,
+    /// Each BPF program's runs and run time in this sample (name, runs, ns).
+    programs: Option<Vec<(String, u64, u64)>>,
 }
 
 pub(crate) fn free_port() -> Result<u16> {
@@ -1043,14 +1045,22 @@ fn run_grpc(
     ))
 }
 
-fn kernel_run_time_ns(summary: &Path) -> Option<u64> {
+/// Each BPF program's runs and run time from the agent's summary (the kernel's run-time
+/// statistics, enabled by the agent).
+fn kernel_programs(summary: &Path) -> Option<Vec<(String, u64, u64)>> {
     let v: Value = serde_json::from_str(&fs::read_to_string(summary).ok()?).ok()?;
     Some(
         v["programs"]
             .as_array()?
             .iter()
-            .filter_map(|p| p["run_time_ns"].as_u64())
-            .sum(),
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_owned(),
+                    p["run_count"].as_u64()?,
+                    p["run_time_ns"].as_u64()?,
+                ))
+            })
+            .collect(),
     )
 }
 
@@ -1263,8 +1273,10 @@ pub fn bench(mode: Mode, sonde: &Path, only: &[TargetKind]) -> Result<()> {
                         sample.agent_rss_mib = rss_hwm_mib(pid);
                         stop(a);
                         sample.stages = stage_breakdown(&a.summary, threads, requests);
-                        sample.kernel_ns_per_req =
-                            kernel_run_time_ns(&a.summary).map(|ns| ns as f64 / requests as f64);
+                        sample.programs = kernel_programs(&a.summary);
+                        sample.kernel_ns_per_req = sample.programs.as_ref().map(|p| {
+                            p.iter().map(|(_, _, ns)| *ns).sum::<u64>() as f64 / requests as f64
+                        });
                         if plan.exact.is_some() {
                             lost = losses(&a.summary)?;
                         }
@@ -1458,6 +1470,7 @@ fn render(
         ));
     }
     s.push_str(&stage_table(results));
+    s.push_str(&kernel_table(results));
     s.push_str(&zero_code_table(results));
     if let Some((n, rss)) = idle_rss {
         s.push_str(&format!(
@@ -1531,6 +1544,74 @@ fn stage_table(results: &BTreeMap<(TargetKind, String, Config), Vec<Sample>>) ->
         s.push('\n');
     }
     s
+}
+
+/// How many programs each cell of the kernel table names; the rest are summed in one entry.
+const KERNEL_TOP: usize = 8;
+
+/// Where the kernel's time goes per cell traced by sonde: the programs that took most of it,
+/// with runs per request and average run time (summed over the cell's repetitions).
+fn kernel_table(results: &BTreeMap<(TargetKind, String, Config), Vec<Sample>>) -> String {
+    let mut s = String::new();
+    for ((target, load, config), samples) in results {
+        let requests: u64 = samples
+            .iter()
+            .filter(|x| x.programs.is_some())
+            .map(|x| x.requests)
+            .sum();
+        if requests == 0 {
+            continue;
+        }
+        if s.is_empty() {
+            s.push_str(
+                "\n## Where the kernel's time goes, per program\n\nsonde's BPF programs in each \
+                 cell traced by sonde, most expensive first (all repetitions summed, from the \
+                 kernel's run-time statistics): runs per request, average ns per run, ns per \
+                 request. The programs run for every process that makes the hooked syscalls \
+                 (the load generator and the receiver too); untraced ones leave at the filter.\n\n\
+                 | target | load | config | program | runs/req | avg ns | ns/req |\n\
+                 |---|---|---|---|---|---|---|\n",
+            );
+        }
+        for (name, runs, ns) in kernel_rows(samples) {
+            s.push_str(&format!(
+                "| {} | {} | {} | `{name}` | {:.2} | {} | {:.0} |\n",
+                target.name(),
+                load,
+                config.name(),
+                runs as f64 / requests as f64,
+                ns.checked_div(runs).unwrap_or(0),
+                ns as f64 / requests as f64,
+            ));
+        }
+    }
+    s
+}
+
+/// The programs of a cell summed over its samples, most run time first: the top
+/// [`KERNEL_TOP`] by name, then one "other" entry for the rest.
+fn kernel_rows(samples: &[Sample]) -> Vec<(String, u64, u64)> {
+    let mut by_name: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (name, runs, ns) in samples.iter().filter_map(|x| x.programs.as_ref()).flatten() {
+        let e = by_name.entry(name).or_default();
+        e.0 += runs;
+        e.1 += ns;
+    }
+    let mut rows: Vec<(String, u64, u64)> = by_name
+        .into_iter()
+        .filter(|(_, (runs, _))| *runs > 0)
+        .map(|(n, (runs, ns))| (n.to_owned(), runs, ns))
+        .collect();
+    rows.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    if rows.len() > KERNEL_TOP {
+        let rest = rows.split_off(KERNEL_TOP);
+        let n = rest.len();
+        let (runs, ns) = rest
+            .iter()
+            .fold((0, 0), |(r, t), (_, runs, ns)| (r + runs, t + ns));
+        rows.push((format!("{n} others"), runs, ns));
+    }
+    rows
 }
 
 /// sonde against the zero-code agents, on the same servers and loads.
@@ -1609,6 +1690,7 @@ fn report_json(
                     "p99_ms": x.p99_ms,
                     "agent_cpu_us_per_req": x.agent_cpu_us_per_req,
                     "kernel_ns_per_req": x.kernel_ns_per_req,
+                    "kernel_programs": x.programs.as_ref().map(|p| p.iter().map(|(n, runs, ns)| json!({"name": n, "run_count": runs, "run_time_ns": ns})).collect::<Vec<_>>()),
                     "completeness": x.completeness,
                     "agent_rss_mib": x.agent_rss_mib,
                     "host_cpu_us_per_req": x.host_cpu_us_per_req,
@@ -1680,5 +1762,52 @@ mod tests {
         for p in [clean, lossy, no_export] {
             let _ = fs::remove_file(p);
         }
+    }
+
+    #[test]
+    fn the_kernel_table_sums_repetitions_and_folds_the_tail() {
+        let progs = summary(
+            "progs",
+            json!({"programs": [
+                {"name": "syscalls_exit_recvfrom", "run_time_ns": 3000, "run_count": 2},
+                {"name": "syscalls_enter_read", "run_time_ns": 100, "run_count": 0},
+                {"name": "broken"},
+            ]}),
+        );
+        let p = kernel_programs(&progs).unwrap();
+        assert_eq!(
+            p,
+            [
+                ("syscalls_exit_recvfrom".to_owned(), 2, 3000),
+                ("syscalls_enter_read".to_owned(), 0, 100)
+            ]
+        );
+        let _ = fs::remove_file(progs);
+        let sample = |n: u64| Sample {
+            requests: 10,
+            programs: Some(
+                (0..KERNEL_TOP as u64 + 2)
+                    .map(|i| (format!("p{i}"), n, (i + 1) * 100 * n))
+                    .collect(),
+            ),
+            ..Sample::default()
+        };
+        let rows = kernel_rows(&[sample(1), sample(3)]);
+        assert_eq!(rows.len(), KERNEL_TOP + 1);
+        // Most run time first: p9 ran 4 times for 1,000 + 3,000 ns.
+        assert_eq!(rows[0], ("p9".to_owned(), 4, 4000));
+        assert_eq!(rows[KERNEL_TOP], ("2 others".to_owned(), 8, 400 + 800));
+        let mut results = BTreeMap::new();
+        results.insert(
+            (TargetKind::Nginx, "saturation".to_owned(), Config::Sonde),
+            vec![sample(1), sample(3)],
+        );
+        let table = kernel_table(&results);
+        // 20 requests; p9: 4 runs (0.20 per request), 1,000 ns each, 200 ns per request.
+        assert!(table.contains("| `p9` | 0.20 | 1000 | 200 |"), "{table}");
+        assert!(
+            table.contains("| `2 others` | 0.40 | 150 | 60 |"),
+            "{table}"
+        );
     }
 }
