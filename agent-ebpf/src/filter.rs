@@ -13,13 +13,21 @@ use crate::maps::{CGROUPS, FILTER, PROCS};
 /// `Some(fd_epoch)` when the process `tgid` is traced.
 #[inline(always)]
 pub fn traced(tgid: u32) -> Option<u32> {
+    traced_with_flags(tgid).map(|(epoch, _)| epoch)
+}
+
+/// `Some((fd_epoch, PROC_FLAG_* bits))` when the process `tgid` is traced.
+#[inline(always)]
+pub fn traced_with_flags(tgid: u32) -> Option<(u32, u32)> {
     let mut epoch = 0;
+    let mut flags = 0;
     if let Some(p) = PROCS.get_ptr(tgid) {
         // SAFETY: a valid map value pointer; fields are plain integers.
         let p = unsafe { *p };
         epoch = p.fd_epoch;
+        flags = p.flags;
         if p.decision == Decision::Trace as u32 {
-            return Some(epoch);
+            return Some((epoch, flags));
         }
         if p.decision == Decision::Ignore as u32 {
             return None;
@@ -31,14 +39,14 @@ pub fn traced(tgid: u32) -> Option<u32> {
         // SAFETY: a valid map value pointer.
         let d = unsafe { *d };
         if d == Decision::Trace as u32 {
-            return Some(epoch);
+            return Some((epoch, flags));
         }
         if d == Decision::Ignore as u32 {
             return None;
         }
     }
     match FILTER.get(0) {
-        Some(f) if f.default_decision == Decision::Trace as u32 => Some(epoch),
+        Some(f) if f.default_decision == Decision::Trace as u32 => Some((epoch, flags)),
         _ => None,
     }
 }

@@ -31,20 +31,26 @@ const SK_PASS: u32 = sk_action::SK_PASS;
 
 #[sock_ops]
 pub fn inject_sock_ops(ctx: SockOpsContext) -> u32 {
-    // SAFETY: the context pointer is the program's own argument.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    // It runs for every TCP event of every socket on the host (a few per connection): every
+    // other operation leaves before any helper call or lookup.
     match ctx.op() {
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
             // `connect()` runs this in the caller's context.
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             if traced(tgid).is_some() {
+                // SAFETY: the context pointer is the program's own argument.
+                let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
                 let _ = CONNECTING.insert(cookie, 1, BPF_ANY as u64);
             }
         }
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB if CONNECTING.get_ptr(cookie).is_some() => {
-            let _ = CONNECTING.remove(cookie);
-            // SAFETY: `ops` is valid for the duration of the program.
-            let _ = SOCKS.update(cookie, unsafe { &mut *ctx.ops }, BPF_ANY as u64);
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            // SAFETY: the context pointer is the program's own argument.
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+            if CONNECTING.get_ptr(cookie).is_some() {
+                let _ = CONNECTING.remove(cookie);
+                // SAFETY: `ops` is valid for the duration of the program.
+                let _ = SOCKS.update(cookie, unsafe { &mut *ctx.ops }, BPF_ANY as u64);
+            }
         }
         _ => {}
     }

@@ -50,10 +50,13 @@ pub static CONNS: HashMap<ConnKey, ConnState> = HashMap::with_max_entries(65536,
 #[map]
 pub static FD_NOT_TCP: LruHashMap<ConnKey, u32> = LruHashMap::with_max_entries(65536, 0);
 
-/// Arguments of a syscall in flight, by pid_tgid (one per thread). Written at enter; taken at
-/// exit; removed when the thread exits (a thread killed inside a syscall never reaches exit).
+/// Arguments of a syscall in flight, by pid_tgid (one per thread). Written in place at enter
+/// (inserted at a thread's first stash); marked consumed at exit (`enter_ns = 0`), not
+/// deleted, so a syscall costs lookups and no bucket lock; removed when the thread exits. So it
+/// holds an entry per live traced thread that has made a hooked socket call; when full, the
+/// stash of a new thread fails and is counted (`args_stash_full`).
 #[map]
-pub static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16384, 0);
+pub static ARGS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(32768, 0);
 
 /// Scratch where a data record is assembled before it is copied to `EVENTS`, one slot per CPU
 /// (indexed by CPU number; the agent sizes it to the possible CPUs at load time). A plain array,

@@ -271,7 +271,10 @@ pub fn close_conn(key: &ConnKey, reason: CloseReason, pid_tgid: u64) {
 #[inline(always)]
 pub fn forget_fd(key: &ConnKey, reason: CloseReason, pid_tgid: u64) {
     close_conn(key, reason, pid_tgid);
-    let _ = FD_NOT_TCP.remove(key);
+    // A lookup first: a delete takes the bucket lock even when the key is absent.
+    if FD_NOT_TCP.get_ptr(key).is_some() {
+        let _ = FD_NOT_TCP.remove(key);
+    }
 }
 
 /// The connection behind `fd` for a data syscall of a traced process at fd epoch `epoch`:

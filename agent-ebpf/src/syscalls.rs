@@ -15,12 +15,12 @@ use aya_ebpf::{
 use sonde_proto::{
     CONN_RX_DESYNC, CONN_TX_DESYNC, CONN_TX_H2, CloseReason, ConnKey, ConnSource, Counter,
     DATA_FLAG_IOV_LIMIT, DATA_FLAG_READ_FAILED, DataEvent, Direction, EventKind, MAX_CAPTURE,
-    MAX_IOVECS, Role, Syscall,
+    MAX_IOVECS, PROC_FLAG_TLS, Role, Syscall,
 };
 
 use crate::{
     CAPTURE_BYTES, context,
-    filter::traced,
+    filter::{traced, traced_with_flags},
     global,
     maps::{
         ARGS, CONNS, DataBuf, FD_NOT_TCP, HEAD_SCAN, OP_ACCEPT, OP_CONNECT, SCRATCH, SERVER_PROCS,
@@ -45,8 +45,17 @@ fn ret(ctx: &TracePointContext) -> i64 {
     unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
 }
 
+/// Leaves `args` for the syscall's exit. A thread's entry stays in `ARGS` between its syscalls
+/// (removed when the thread exits) and is rewritten in place: a lookup, where an insert and a
+/// delete per syscall took the bucket lock twice. `enter_ns == 0` marks it consumed.
 #[inline(always)]
 fn stash(pid_tgid: u64, args: &SyscallArgs) {
+    if let Some(p) = ARGS.get_ptr_mut(pid_tgid) {
+        // SAFETY: a valid map value pointer; only this thread uses its entry (and its exit
+        // removes it, after its last syscall).
+        unsafe { *p = *args };
+        return;
+    }
     if ARGS.insert(pid_tgid, args, BPF_ANY as u64).is_err() {
         count(Counter::ArgsFull, 1);
     }
@@ -54,11 +63,16 @@ fn stash(pid_tgid: u64, args: &SyscallArgs) {
 
 #[inline(always)]
 fn take_args(pid_tgid: u64) -> Option<SyscallArgs> {
-    let p = ARGS.get_ptr(pid_tgid)?;
-    // SAFETY: a valid map value pointer, copied before the entry is removed.
-    let args = unsafe { *p };
-    let _ = ARGS.remove(pid_tgid);
-    Some(args)
+    let p = ARGS.get_ptr_mut(pid_tgid)?;
+    // SAFETY: a valid map value pointer of this thread's own entry (see `stash`).
+    unsafe {
+        if (*p).enter_ns == 0 {
+            return None;
+        }
+        let args = *p;
+        (*p).enter_ns = 0;
+        Some(args)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -71,7 +85,7 @@ fn take_args(pid_tgid: u64) -> Option<SyscallArgs> {
 fn data_enter(ctx: &TracePointContext, op: Syscall, buf: u64, count: u64, msghdr: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let Some(epoch) = traced(tgid) else {
+    let Some((epoch, proc_flags)) = traced_with_flags(tgid) else {
         return;
     };
     let fd = arg(ctx, 0) as u32;
@@ -79,7 +93,8 @@ fn data_enter(ctx: &TracePointContext, op: Syscall, buf: u64, count: u64, msghdr
     let Some((conn_id, role)) = conn_for_data(&key, epoch, pid_tgid) else {
         return;
     };
-    if crate::tls::on_socket_syscall(pid_tgid, &key, conn_id) {
+    // Only a process whose TLS calls were seen can have TLS state (`PROC_FLAG_TLS`).
+    if proc_flags & PROC_FLAG_TLS != 0 && crate::tls::on_socket_syscall(pid_tgid, &key, conn_id) {
         // Ciphertext: its plaintext comes from the TLS probes (`tls.rs`).
         crate::util::count(Counter::TlsCiphertextSkipped, 1);
         return;
@@ -636,7 +651,8 @@ pub fn syscalls_exit_accept4(ctx: TracePointContext) -> u32 {
 }
 
 /// `close(fd)`: runs for every process so that no cached entry outlives its fd, even when the
-/// process stopped being traced meanwhile. Costs two hash operations.
+/// process stopped being traced meanwhile. Costs two lookups when nothing is cached (the
+/// common case: most fds closed on a host were never looked at), which take no lock.
 #[tracepoint]
 pub fn syscalls_enter_close(ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();

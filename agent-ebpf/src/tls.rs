@@ -33,8 +33,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use sonde_proto::{
-    ConnKey, Counter, DATA_FLAG_READ_FAILED, DATA_FLAG_TLS, DataEvent, Direction, EventKind,
-    MAX_CAPTURE, Syscall,
+    ConnKey, Counter, DATA_FLAG_READ_FAILED, DATA_FLAG_TLS, DataEvent, Decision, Direction,
+    EventKind, MAX_CAPTURE, PROC_FLAG_TLS, ProcState, Syscall,
 };
 
 use crate::{
@@ -42,8 +42,8 @@ use crate::{
     filter::traced,
     global,
     maps::{
-        CONNS, GO_CALLS, ObjKey, SCRATCH, TLS_CALLS, TLS_OP_HANDSHAKE, TLS_OP_READ, TLS_OP_WRITE,
-        TLS_SOCKS, TLS_SSL_FD, TLS_UNMAPPED, TlsCall, TlsSock,
+        CONNS, GO_CALLS, ObjKey, PROCS, SCRATCH, TLS_CALLS, TLS_OP_HANDSHAKE, TLS_OP_READ,
+        TLS_OP_WRITE, TLS_SOCKS, TLS_SSL_FD, TLS_UNMAPPED, TlsCall, TlsSock,
     },
     util::copy_user,
     util::{count, emit_data, header, now_ns},
@@ -205,12 +205,44 @@ fn emit_plain(pid_tgid: u64, enter_ns: u64, fd: u32, op: u8, buf: u64, len: u64)
 // OpenSSL
 // ---------------------------------------------------------------------------------------------
 
+/// Sets `PROC_FLAG_TLS` on a traced process making a TLS call, before the call stashes
+/// anything: from then on its socket syscalls consult the TLS maps (`on_socket_syscall`). A
+/// process without a `PROCS` entry gets one with fd epoch 0, the epoch it had without one.
+#[inline(always)]
+fn mark_tls_process(tgid: u32) {
+    if let Some(p) = PROCS.get_ptr_mut(tgid) {
+        // SAFETY: a valid map value pointer; a bit only ever set here (and kept by the agent).
+        unsafe {
+            if (*p).flags & PROC_FLAG_TLS == 0 {
+                (*p).flags |= PROC_FLAG_TLS;
+            }
+        }
+        return;
+    }
+    let state = ProcState {
+        decision: Decision::Unset as u32,
+        fd_epoch: 0,
+        flags: PROC_FLAG_TLS,
+        _pad: 0,
+    };
+    if PROCS.insert(tgid, state, BPF_NOEXIST as u64).is_err() {
+        // Made by another thread meanwhile, or the table is full.
+        match PROCS.get_ptr_mut(tgid) {
+            // SAFETY: as above.
+            Some(p) => unsafe { (*p).flags |= PROC_FLAG_TLS },
+            None => count(Counter::TlsProcsFull, 1),
+        }
+    }
+}
+
 #[inline(always)]
 fn ssl_enter(ctx: &ProbeContext, op: u8, ex: bool) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if traced((pid_tgid >> 32) as u32).is_none() {
+    let tgid = (pid_tgid >> 32) as u32;
+    if traced(tgid).is_none() {
         return;
     }
+    mark_tls_process(tgid);
     let ssl: u64 = ctx.arg(0).unwrap_or(0);
     if ssl == 0 {
         return;
@@ -366,6 +398,7 @@ fn go_enter(ctx: &ProbeContext, op: u8) {
     if traced(tgid).is_none() {
         return;
     }
+    mark_tls_process(tgid);
     // SAFETY: `regs` is the probe's register frame, valid for the program's duration.
     let (conn, buf, len, g) = unsafe {
         (

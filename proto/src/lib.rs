@@ -721,6 +721,11 @@ pub const PROC_FLAG_INHERIT: u32 = 1;
 /// runtime moves work between threads (Go's goroutines), so a thread says nothing about which
 /// request a call belongs to.
 pub const PROC_FLAG_NO_LINK: u32 = 2;
+/// The process has called a hooked TLS function (OpenSSL or Go `crypto/tls`), set by the
+/// kernel's TLS probes before anything of the call is stashed. Its socket syscalls look up the
+/// TLS maps (`agent-ebpf/src/tls.rs`); those of every other process skip the three lookups,
+/// which could only miss.
+pub const PROC_FLAG_TLS: u32 = 4;
 
 /// Value of [`maps::FILTER`] at index 0.
 #[repr(C)]
@@ -837,6 +842,10 @@ pub enum Counter {
     /// TLS library calls whose socket is not a tracked TCP connection (not traced, not TCP,
     /// or the Go connection is not a `*net.TCPConn`).
     TlsNoConn = 31,
+    /// TLS library calls of a process that could not get a `PROCS` entry for its TLS flag
+    /// (the table is full): its socket syscalls are not checked for TLS, so ciphertext may be
+    /// emitted (and parsed as an unknown protocol) and plaintext may lack its socket.
+    TlsProcsFull = 32,
 }
 
 /// Number of slots in [`maps::COUNTERS`]; room for counters added later.
@@ -844,7 +853,7 @@ pub const COUNTER_SLOTS: u32 = 64;
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Self; 32] = [
+    pub const ALL: [Self; 33] = [
         Self::DataEvents,
         Self::CapturedBytes,
         Self::TransferredBytes,
@@ -877,6 +886,7 @@ impl Counter {
         Self::TlsCiphertextSkipped,
         Self::TlsNoFd,
         Self::TlsNoConn,
+        Self::TlsProcsFull,
     ];
 
     /// A stable snake_case name for metrics and summaries.
@@ -914,6 +924,7 @@ impl Counter {
             Self::TlsCiphertextSkipped => "tls_ciphertext_skipped",
             Self::TlsNoFd => "tls_no_fd",
             Self::TlsNoConn => "tls_no_conn",
+            Self::TlsProcsFull => "tls_procs_full",
         }
     }
 }

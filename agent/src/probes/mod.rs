@@ -427,14 +427,15 @@ impl Probes {
         // lost to this write is never a problem. A process without an entry gets a random
         // one, as the kernel gives at exec and fork (`agent-ebpf/src/process.rs`): an exited
         // process with the same pid may have left classifications behind.
-        let epoch = match self.procs.get(&pid, 0) {
-            Ok(p) => p.fd_epoch.wrapping_add(1),
-            Err(_) => fresh_epoch(),
+        // The kernel's own flags (`PROC_FLAG_TLS`) and `mark_no_link`'s are kept.
+        let (epoch, kept) = match self.procs.get(&pid, 0) {
+            Ok(p) => (p.fd_epoch.wrapping_add(1), p.flags & !PROC_FLAG_INHERIT),
+            Err(_) => (fresh_epoch(), 0),
         };
         let state = ProcState {
             decision: decision as u32,
             fd_epoch: epoch,
-            flags: if inherit { PROC_FLAG_INHERIT } else { 0 },
+            flags: kept | if inherit { PROC_FLAG_INHERIT } else { 0 },
             _pad: 0,
         };
         self.procs
