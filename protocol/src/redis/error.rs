@@ -47,6 +47,12 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Whether the parser lost its place: every kind of this parser (it has no limit that lets
+    /// something go and parses on, unlike PostgreSQL's and MySQL's statement evictions).
+    pub const fn loses_place(self) -> bool {
+        true
+    }
+
     /// A stable `snake_case` label.
     pub const fn as_str(self) -> &'static str {
         match self {
