@@ -43,6 +43,9 @@ pub fn bump_epoch(tgid: u32) {
             decision: Decision::Unset as u32,
             fd_epoch: fresh_epoch(),
             flags: 0,
+            cg_gen: 0,
+            cg_id: 0,
+            cg_decision: 0,
             _pad: 0,
         };
         let _ = PROCS.insert(tgid, fresh, BPF_NOEXIST as u64);
@@ -125,33 +128,34 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
     let Ok(child) = (unsafe { ctx.read_at::<u32>(off) }) else {
         return 0;
     };
-    let mut inherited = None;
+    // Plain integers, not an `Option<ProcState>`: LLVM stored the uninitialised half of the
+    // option on the stack, which the verifier refuses ("!read_ok").
+    let mut inherit_decision = Decision::Unset as u32;
+    let mut inherit_flags = 0u32;
     if let Some(p) = PROCS.get_ptr(tgid) {
         // SAFETY: a valid map value pointer.
         let (decision, flags) = unsafe { ((*p).decision, (*p).flags) };
         if decision != Decision::Unset as u32 && flags & PROC_FLAG_INHERIT != 0 {
-            inherited = Some(ProcState {
-                decision,
-                fd_epoch: fresh_epoch(),
-                flags,
-                _pad: 0,
-            });
+            inherit_decision = decision;
+            inherit_flags = flags;
         }
     }
     let traced_parent = traced(tgid).is_some();
-    if let Some(state) = inherited {
-        let _ = PROCS.insert(child, state, BPF_ANY as u64);
-    } else if traced_parent {
-        // A child of a traced process that does not exec (a forked worker) gets an entry too,
-        // for its fresh epoch; the entry goes when it exits. (For a new thread the entry is
-        // never looked up, which is by tgid, and goes when the thread exits.)
-        let fresh = ProcState {
-            decision: Decision::Unset as u32,
+    if inherit_decision != Decision::Unset as u32 || traced_parent {
+        // An inherited decision; or a child of a traced process that does not exec (a forked
+        // worker) gets an entry too, for its fresh epoch; the entry goes when it exits. (For a
+        // new thread the entry is never looked up, which is by tgid, and goes when the thread
+        // exits.)
+        let state = ProcState {
+            decision: inherit_decision,
             fd_epoch: fresh_epoch(),
-            flags: 0,
+            flags: inherit_flags,
+            cg_gen: 0,
+            cg_id: 0,
+            cg_decision: 0,
             _pad: 0,
         };
-        let _ = PROCS.insert(child, fresh, BPF_ANY as u64);
+        let _ = PROCS.insert(child, state, BPF_ANY as u64);
     }
     if traced_parent {
         proc_event(EventKind::ProcFork, pid_tgid, child);

@@ -223,6 +223,9 @@ fn mark_tls_process(tgid: u32) {
         decision: Decision::Unset as u32,
         fd_epoch: 0,
         flags: PROC_FLAG_TLS,
+        cg_gen: 0,
+        cg_id: 0,
+        cg_decision: 0,
         _pad: 0,
     };
     if PROCS.insert(tgid, state, BPF_NOEXIST as u64).is_err() {

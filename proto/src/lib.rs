@@ -711,6 +711,13 @@ pub struct ProcState {
     pub fd_epoch: u32,
     /// `PROC_FLAG_*` bits.
     pub flags: u32,
+    /// The kernel's cache of the cgroup/default decision for a process without a process
+    /// decision (`agent-ebpf/src/filter.rs`): valid while [`FilterConfig::generation`] equals
+    /// `cg_gen` (0: nothing cached) and the calling task's cgroup is `cg_id`.
+    pub cg_gen: u32,
+    pub cg_id: u64,
+    /// [`Decision`] cached for `cg_id`.
+    pub cg_decision: u32,
     pub _pad: u32,
 }
 
@@ -733,7 +740,10 @@ pub const PROC_FLAG_TLS: u32 = 4;
 pub struct FilterConfig {
     /// [`Decision`] for processes with neither a process nor a cgroup decision.
     pub default_decision: u32,
-    pub _pad: u32,
+    /// Moved by the agent (never to 0) with every change of `CGROUPS` or the default, after
+    /// the change: decisions the kernel cached in `PROCS` under another generation are
+    /// looked up again.
+    pub generation: u32,
 }
 
 /// Offsets into kernel structures, resolved by the agent from `/sys/kernel/btf/vmlinux` and
@@ -947,7 +957,7 @@ const _: () = {
     assert!(size_of::<ConnState>() == 72);
     assert!(size_of::<TraceCtxEvent>() == 88);
     assert!(offset_of!(TraceCtxEvent, trace_id) == 48);
-    assert!(size_of::<ProcState>() == 16);
+    assert!(size_of::<ProcState>() == 32);
     assert!(size_of::<FilterConfig>() == 8);
     assert!(size_of::<KernelOffsets>() == 24 * 4);
     assert!(Counter::ALL.len() as u32 <= COUNTER_SLOTS);

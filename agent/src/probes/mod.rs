@@ -205,6 +205,9 @@ pub struct Probes {
     procs: HashMap<MapData, u32, ProcState>,
     cgroups: HashMap<MapData, u64, u32>,
     filter: Array<MapData, FilterConfig>,
+    /// What `FILTER` holds: the default decision and the generation of the traced set.
+    default_decision: Decision,
+    generation: u32,
     conns: HashMap<MapData, ConnKey, sonde_proto::ConnState>,
     /// Kept alive while injection runs (the sk_msg program is attached to it).
     socks: Option<SockHash<MapData, u64>>,
@@ -277,6 +280,8 @@ impl Probes {
             procs: take(&mut ebpf, maps::PROCS)?,
             cgroups: take(&mut ebpf, maps::CGROUPS)?,
             filter: take(&mut ebpf, maps::FILTER)?,
+            default_decision: Decision::Unset,
+            generation: 0,
             conns: take(&mut ebpf, maps::CONNS)?,
             socks: None,
             tail: None,
@@ -436,6 +441,9 @@ impl Probes {
             decision: decision as u32,
             fd_epoch: epoch,
             flags: kept | if inherit { PROC_FLAG_INHERIT } else { 0 },
+            cg_gen: 0,
+            cg_id: 0,
+            cg_decision: 0,
             _pad: 0,
         };
         self.procs
@@ -450,6 +458,9 @@ impl Probes {
             decision: Decision::Unset as u32,
             fd_epoch: 0,
             flags: 0,
+            cg_gen: 0,
+            cg_id: 0,
+            cg_decision: 0,
             _pad: 0,
         });
         state.flags |= sonde_proto::PROC_FLAG_NO_LINK;
@@ -467,13 +478,23 @@ impl Probes {
         } else {
             self.cgroups.insert(cgroup_id, decision as u32, 0)
         };
-        r.map_err(ProbeError::map(maps::CGROUPS))
+        r.map_err(ProbeError::map(maps::CGROUPS))?;
+        self.next_generation()
     }
 
     pub fn set_default(&mut self, decision: Decision) -> Result<(), ProbeError> {
+        self.default_decision = decision;
+        self.next_generation()
+    }
+
+    /// Moves the filter's generation, after a change of `CGROUPS` or the default: the
+    /// decisions the kernel cached per process (`agent-ebpf/src/filter.rs`) are looked up
+    /// again at their next syscall.
+    fn next_generation(&mut self) -> Result<(), ProbeError> {
+        self.generation = self.generation.wrapping_add(1).max(1);
         let cfg = FilterConfig {
-            default_decision: decision as u32,
-            _pad: 0,
+            default_decision: self.default_decision as u32,
+            generation: self.generation,
         };
         self.filter
             .set(0, cfg, 0)
